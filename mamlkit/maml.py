@@ -1,0 +1,86 @@
+"""MAML: the inner update (task-specific), adaptation, and the outer loss whose gradient is the
+meta-gradient (general performance). First-Order MAML is ``first_order=True``.
+
+Introduced in notebooks 02_inner_update (inner update), 03_outer_update and 04_maml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from .params import Params, forward
+from .tasks import Task
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_hyper(inner_lr: float, inner_steps: int = 1) -> None:
+    """Reject step sizes and step counts that cannot adapt anything, saying what to change."""
+    if not isinstance(inner_lr, (int, float)) or not inner_lr > 0:
+        raise ValueError(f"inner_lr (alpha) must be a number > 0, got {inner_lr!r}; the paper uses 0.01 for sine waves")
+    if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 1:
+        raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
+
+
+def inner_update(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn: LossFn,
+                 inner_lr: float, first_order: bool = False) -> Params:
+    """One SGD step on the support set: ``θ' = θ - α ∇_θ L(θ)``.
+
+    Second order (``first_order=False``) keeps the graph of the gradient so the outer update can
+    differentiate through this step; first order treats the gradient as a constant.
+    """
+    check_hyper(inner_lr)
+    params = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in params.items()}
+    loss = loss_fn(forward(model, params, x), y)
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
+    return {k: v - inner_lr * g for (k, v), g in zip(params.items(), grads)}
+
+
+def adapt(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn: LossFn,
+          inner_lr: float, inner_steps: int = 1, first_order: bool = False) -> Params:
+    """``inner_steps`` inner updates on the same support set (meta-train and meta-test alike)."""
+    check_hyper(inner_lr, inner_steps)
+    for _ in range(inner_steps):
+        params = inner_update(model, params, x, y, loss_fn, inner_lr, first_order)
+    return params
+
+
+def task_loss(model: nn.Module, params: Params, task: Task, loss_fn: LossFn, inner_lr: float,
+              inner_steps: int, first_order: bool = False) -> Tensor:
+    """Query loss of one task after adapting on its support set: ``L(θ'_i, T_i)``."""
+    adapted = adapt(model, params, task.x_support, task.y_support, loss_fn, inner_lr, inner_steps, first_order)
+    return loss_fn(forward(model, adapted, task.x_query), task.y_query)
+
+
+def maml_loss(model: nn.Module, params: Params, tasks: Task | Iterable[Task], loss_fn: LossFn,
+              inner_lr: float, inner_steps: int = 1, first_order: bool = False,
+              batched: bool = False) -> Tensor:
+    """Mean query loss over tasks after adaptation; its gradient w.r.t. ``params`` is the
+    meta-gradient (second order), or the First-Order MAML one with ``first_order=True``.
+
+    ``batched=True`` adapts all tasks of a batch at once with ``torch.func.vmap`` (same result,
+    faster); the default per-task loop is the reference the notebooks teach.
+    """
+    check_hyper(inner_lr, inner_steps)
+    if batched:
+        from .batched import batched_task_losses
+
+        return batched_task_losses(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order).mean()
+    losses = [task_loss(model, params, t, loss_fn, inner_lr, inner_steps, first_order) for t in tasks]
+    if not losses:
+        raise ValueError("maml_loss needs at least one task")
+    return torch.stack(losses).mean()
+
+
+def maml_step(model: nn.Module, params: Params, optimizer: torch.optim.Optimizer, tasks: Task,
+              loss_fn: LossFn, inner_lr: float, inner_steps: int = 1, first_order: bool = False,
+              batched: bool = False) -> Tensor:
+    """One outer update ``θ ← θ - β ∇_θ mean_i L(θ'_i, T_i)`` with ``optimizer``; returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = maml_loss(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order, batched)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()

@@ -1,0 +1,71 @@
+"""Reptile (Nichol, Achiam & Schulman 2018): adapt with k inner steps to φ_i, then move the
+initialisation toward them, ``θ ← θ + ε (mean_i φ_i − θ)``.
+
+Introduced in notebook 06_reptile.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import params as P
+from .maml import LossFn, adapt, check_hyper
+from .params import Params, forward
+from .tasks import Task
+
+INNER_OPTIMIZERS = ("sgd", "adam")
+
+
+def adapt_adam(model: nn.Module, params: Params, x, y, loss_fn: LossFn, inner_lr: float,
+               inner_steps: int, betas=(0.0, 0.999)) -> Params:
+    """k steps of Adam on the support set, as the Reptile paper's inner loop (β1 = 0)."""
+    phi = P.detach(params, requires_grad=True)
+    optimizer = torch.optim.Adam(phi.values(), lr=inner_lr, betas=betas)
+    for _ in range(inner_steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(forward(model, phi, x), y).backward()
+        optimizer.step()
+    return P.detach(phi)
+
+
+def adapt_task(model: nn.Module, params: Params, task: Task, loss_fn: LossFn, inner_lr: float,
+               inner_steps: int, inner_optimizer: str = "sgd") -> Params:
+    """φ_i: the parameters after k inner steps on the task's support set (no graph kept)."""
+    if inner_optimizer == "adam":
+        return adapt_adam(model, params, task.x_support, task.y_support, loss_fn, inner_lr, inner_steps)
+    if inner_optimizer != "sgd":
+        raise ValueError(f"unknown inner optimizer {inner_optimizer!r}; choose one of {INNER_OPTIMIZERS}")
+    phi = adapt(model, P.detach(params), task.x_support, task.y_support, loss_fn, inner_lr, inner_steps,
+                first_order=True)
+    return P.detach(phi)
+
+
+def reptile_step(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
+                 inner_steps: int, outer_lr: float, inner_optimizer: str = "sgd",
+                 batched: bool = False) -> Params:
+    """One Reptile outer step; returns the new meta-parameters ``θ + ε (mean_i φ_i − θ)``.
+
+    ``outer_lr`` is ε (anneal it linearly to 0 by passing a smaller value each step).
+    """
+    check_hyper(inner_lr, inner_steps)
+    if not 0 <= outer_lr:
+        raise ValueError(f"outer_lr (epsilon) must be >= 0, got {outer_lr}")
+    if batched and inner_optimizer == "sgd" and isinstance(tasks, Task):
+        from .batched import adapt_batched
+
+        phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, loss_fn,
+                             inner_lr, inner_steps, first_order=True)
+        mean_phi = {k: v.detach().mean(0) for k, v in phis.items()}
+    else:
+        phis = [adapt_task(model, params, t, loss_fn, inner_lr, inner_steps, inner_optimizer) for t in tasks]
+        mean_phi = P.mean(phis)
+    with torch.no_grad():
+        return P.lerp(P.detach(params), mean_phi, outer_lr)
+
+
+def apply_params(params: Params, new: Params) -> None:
+    """Copy ``new`` into the tensors of ``params`` in place (the model's own parameters)."""
+    with torch.no_grad():
+        for k, v in params.items():
+            v.copy_(new[k])
