@@ -18,7 +18,7 @@ DEFAULTS = {
     ("sinusoid", "maml"): _SINE,
     ("sinusoid", "fomaml"): _SINE,
     ("sinusoid", "pretrain"): _SINE,
-    ("sinusoid", "reptile"): dict(_SINE, inner_lr=0.02, outer_lr=1.0, inner_steps=5),
+    ("sinusoid", "reptile"): dict(_SINE, inner_lr=0.01, outer_lr=1.0, inner_steps=5),
 }
 
 

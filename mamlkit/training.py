@@ -24,6 +24,15 @@ from .models import MLP
 from .tasks import TEST_SEED, Task, sample_sine_tasks, sine_test_tasks
 
 VAL_SEED = TEST_SEED + 1
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+
+def shipped_checkpoint(algo: str, task: str = "sinusoid") -> Path:
+    """Path of a checkpoint shipped in ``data/`` (made by the command in ``data/README.md``)."""
+    path = DATA_DIR / f"{task}-{algo}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the command in data/README.md to re-create it")
+    return path
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,0 +1,40 @@
+"""pyproject.toml and environment.yml name the same dependencies; the README's commands exist."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+
+
+def requirement_names(lines):
+    return {re.split(r"[<>=!~ \[]", line.strip(), maxsplit=1)[0].lower() for line in lines if line.strip()}
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_names = requirement_names(project["dependencies"] + project["optional-dependencies"]["test"])
+    conda = []
+    in_deps = False
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if line.startswith("dependencies:"):
+            in_deps = True
+        elif in_deps and re.match(r"^  - [A-Za-z]", line):
+            conda.append(line[4:])
+    conda_names = {CONDA_NAMES.get(n, n) for n in requirement_names(conda)} - {"python", "pip"}
+    assert conda_names == pip_names
+    assert "-e ." in (ROOT / "environment.yml").read_text()
+    assert "conda-forge" in (ROOT / "environment.yml").read_text()
+
+
+def test_readme_commands_are_make_targets():
+    readme = (ROOT / "README.md").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("course", "test"):
+        assert f"make {target}" in readme
+        assert re.search(rf"^{target}:", makefile, re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,102 @@
+"""Reptile identities: ε = 0, one task with ε = 1, and k = 1 as joint training (Nichol et al. 2018)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mamlkit import maml, reptile
+from mamlkit import params as P
+from mamlkit.models import MLP
+from mamlkit.tasks import sample_sine_tasks
+
+
+def setup(device, n=3, seed=0):
+    torch.manual_seed(seed)
+    model = MLP((1, 8, 8, 1)).double().to(device)
+    tasks = sample_sine_tasks(n, 6, 6, torch.Generator().manual_seed(seed), device, torch.float64)
+    return model, P.get_params(model), tasks
+
+
+def close(a, b, **kw):
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], **kw)
+
+
+@pytest.mark.parametrize("inner_optimizer", ["sgd", "adam"])
+def test_zero_outer_lr_changes_nothing(device, inner_optimizer):
+    model, params, tasks = setup(device)
+    new = reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 3, 0.0, inner_optimizer)
+    close(new, params, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("inner_optimizer", ["sgd", "adam"])
+def test_one_task_with_outer_lr_one_lands_on_phi(device, inner_optimizer):
+    model, params, tasks = setup(device, n=1)
+    phi = reptile.adapt_task(model, params, tasks[0], F.mse_loss, 0.05, 3, inner_optimizer)
+    new = reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 3, 1.0, inner_optimizer)
+    close(new, phi, rtol=1e-14, atol=1e-14)
+    assert P.norm(P.sub(phi, params)) > 1e-3  # φ really moved
+
+
+def test_one_inner_step_is_joint_training(device):
+    """k = 1: θ + ε(mean φ − θ) = θ − εα ∇ mean_i L_i(θ), an SGD step on the joint loss."""
+    model, params, tasks = setup(device, n=4)
+    alpha, eps = 0.05, 0.7
+    new = reptile.reptile_step(model, params, tasks, F.mse_loss, alpha, 1, eps)
+    joint = torch.stack([F.mse_loss(P.forward(model, params, t.x_support), t.y_support) for t in tasks]).mean()
+    grads = torch.autograd.grad(joint, list(params.values()))
+    expected = {k: v - eps * alpha * g for (k, v), g in zip(params.items(), grads)}
+    close(new, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_more_inner_steps_is_not_joint_training(device):
+    """k > 1 adds higher-order terms: the step is no longer k SGD steps on the joint loss."""
+    model, params, tasks = setup(device, n=4)
+    alpha, k = 0.1, 5
+    new = reptile.reptile_step(model, params, tasks, F.mse_loss, alpha, k, 1.0)
+    joint = P.detach(params, requires_grad=True)
+    for _ in range(k):
+        loss = torch.stack([F.mse_loss(P.forward(model, joint, t.x_support), t.y_support) for t in tasks]).mean()
+        joint = P.detach({n: v - alpha * g for (n, v), g in
+                          zip(joint.items(), torch.autograd.grad(loss, list(joint.values())))}, True)
+    gap = P.norm(P.sub(new, joint))
+    assert gap > 1e-4 * P.norm(P.sub(new, params))
+
+
+def test_batched_reptile_equals_loop(device):
+    model, params, tasks = setup(device, n=5)
+    loop = reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 3, 0.5, batched=False)
+    batched = reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 3, 0.5, batched=True)
+    close(batched, loop, rtol=1e-10, atol=1e-12)
+
+
+def test_adam_inner_loop_matches_torch_adam(device):
+    model, params, tasks = setup(device, n=1)
+    phi = reptile.adapt_task(model, params, tasks[0], F.mse_loss, 0.01, 4, "adam")
+    copy = MLP((1, 8, 8, 1)).double().to(device)
+    copy.load_state_dict({k: v.detach() for k, v in params.items()})
+    opt = torch.optim.Adam(copy.parameters(), lr=0.01, betas=(0.0, 0.999))
+    for _ in range(4):
+        opt.zero_grad()
+        F.mse_loss(copy(tasks[0].x_support), tasks[0].y_support).backward()
+        opt.step()
+    close(phi, dict(copy.named_parameters()), rtol=1e-12, atol=1e-12)
+
+
+def test_reptile_does_not_touch_the_input_params(device):
+    model, params, tasks = setup(device)
+    before = P.detach(params)
+    reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 3, 1.0)
+    close(params, before, rtol=0, atol=0)
+
+
+def test_bad_reptile_input():
+    model, params, tasks = setup("cpu")
+    with pytest.raises(ValueError, match="inner optimizer"):
+        reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 1, 1.0, "rmsprop")
+    with pytest.raises(ValueError, match="outer_lr"):
+        reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 1, -1.0)
+    with pytest.raises(ValueError, match="inner_steps"):
+        reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 0, 1.0)
+    with pytest.raises(ValueError, match="inner_lr"):
+        maml.adapt(model, params, tasks.x_support[0], tasks.y_support[0], F.mse_loss, 0.0)

@@ -1,0 +1,129 @@
+"""The training loop: determinism, exact resume, divergence, checkpoints and evaluation."""
+
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mamlkit import params as P
+from mamlkit import training
+from mamlkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mamlkit.config import Config
+from mamlkit.tasks import sine_test_tasks
+
+FAST = dict(iterations=30, meta_batch_size=4, val_every=10, val_tasks=8, checkpoint_every=10)
+
+
+def final_params(run):
+    return {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("algo", ["maml", "fomaml", "reptile", "pretrain"])
+def test_same_seed_same_result(algo, device):
+    a = training.meta_train(Config(algo=algo, seed=3, **FAST), device=device, progress=False)
+    b = training.meta_train(Config(algo=algo, seed=3, **FAST), device=device, progress=False)
+    assert_same(final_params(a), final_params(b))
+    c = training.meta_train(Config(algo=algo, seed=4, **FAST), device=device, progress=False)
+    assert not torch.equal(final_params(a)["0.weight"], final_params(c)["0.weight"])
+
+
+@pytest.mark.parametrize("algo", ["maml", "reptile", "pretrain"])
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, algo):
+    config = Config(algo=algo, seed=1, **FAST)
+    whole = training.meta_train(config, progress=False)
+    out = tmp_path / "run.pt"
+    real_step = training.outer_step
+
+    def crash_at_25(run, tasks, batched):
+        if run.iteration == 25:
+            raise KeyboardInterrupt
+        return real_step(run, tasks, batched)
+
+    monkeypatch.setattr(training, "outer_step", crash_at_25)
+    with pytest.raises(KeyboardInterrupt):
+        training.meta_train(config, out, progress=False)
+    monkeypatch.setattr(training, "outer_step", real_step)
+    assert load_checkpoint(out)["iteration"] == 20
+    resumed = training.meta_train(config, out, resume=True, progress=False)
+    assert resumed.iteration == 30
+    assert_same(final_params(resumed), final_params(whole))
+    assert resumed.history == whole.history
+
+
+def test_checkpoint_contents_and_safe_load(tmp_path):
+    out = tmp_path / "m.pt"
+    training.meta_train(Config(**FAST), out, progress=False)
+    state = torch.load(out, weights_only=True)
+    assert {"model", "optimizer", "rng", "iteration", "config", "history"} <= state.keys()
+    assert state["iteration"] == 30 and state["config"]["algo"] == "maml" and state["config"]["inner_lr"] == 0.01
+    assert oct(os.stat(out).st_mode & 0o777) != oct(0o600)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary files left behind
+    model, config = training.load_model(out)
+    assert config.iterations == 30
+
+
+def test_divergence_is_reported_and_the_checkpoint_kept(tmp_path):
+    out = tmp_path / "good.pt"
+    training.meta_train(Config(**FAST), out, progress=False)
+    before = out.read_bytes()
+    with pytest.raises(training.TrainingDiverged, match=r"iteration \d+.*inner-lr"):
+        training.meta_train(Config(inner_lr=1e3, inner_steps=3, **FAST), out, progress=False)
+    assert out.read_bytes() == before
+
+
+def test_unreadable_and_foreign_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a mamlkit checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    good = save_checkpoint({"x": torch.ones(1)}, tmp_path / "good.pt")
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+@pytest.mark.parametrize("field,value", [("algo", "maml++"), ("task", "mnist"), ("inner_lr", 0.0),
+                                         ("inner_steps", 0), ("shots", 0), ("meta_batch_size", 0)])
+def test_bad_config(field, value):
+    with pytest.raises(ValueError, match=field.replace("_", ".") if field in ("algo", "task") else field):
+        Config(**{field: value}).resolved()
+
+
+def test_evaluate_reports_mean_and_ci_and_batched_equals_loop(device):
+    torch.manual_seed(0)
+    model = training.build_model(Config().resolved()).to(device)
+    tasks = sine_test_tasks(20, 5, 30, device=device)
+    loop = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=False)
+    batched = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=True)
+    torch.testing.assert_close(batched.per_task, loop.per_task, rtol=1e-5, atol=1e-6)
+    assert loop.per_task.shape == (20, 4)
+    with torch.no_grad():
+        zero_step = ((model(tasks.x_query) - tasks.y_query) ** 2).mean((1, 2)).cpu()
+    torch.testing.assert_close(loop.per_task[:, 0], zero_step)
+    mean, ci = loop.at(2)
+    column = loop.per_task[:, 2].double()
+    assert mean == pytest.approx(float(column.mean()), rel=1e-6)
+    assert ci == pytest.approx(1.96 * float(column.std()) / 20 ** 0.5, rel=1e-5)
+
+
+def test_short_maml_run_learns(tmp_path):
+    """A short run beats the untrained initialisation after one inner step, by a margin."""
+    val = sine_test_tasks(100, 5, 50, seed=training.VAL_SEED)
+    untrained = training.new_run(Config(seed=0))
+    before = training.evaluate(untrained.model, P.get_params(untrained.model), val, F.mse_loss, 0.01, 1).at(1)[0]
+    run = training.meta_train(Config(iterations=1500, val_every=500, seed=0), progress=False)
+    after = training.evaluate(run.model, P.get_params(run.model), val, F.mse_loss, 0.01, 1).at(1)[0]
+    assert after < 0.8 * before, (before, after)
+    assert json.dumps(run.history)  # history is plain data
