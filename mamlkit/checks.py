@@ -1,0 +1,340 @@
+"""Exercise checkers: each runs the learner's function on small fixed inputs against the library and
+prints ONE line, "✅ ..." or "❌ <what is wrong and a hint>", never a traceback; returns True/False.
+
+Introduced in notebook 00_welcome (used at the end of every notebook).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import maml
+from . import params as P
+from .models import MLP
+from .tasks import sample_sine_tasks
+
+TOL = dict(rtol=1e-6, atol=1e-8)
+
+
+class Fail(Exception):
+    """Raised inside a checker with the one-line hint to print."""
+
+
+def checker(check):
+    """Turn ``check(fn) -> success message`` (raising ``Fail(hint)``) into a one-line pass/fail."""
+    @functools.wraps(check)
+    def run(fn) -> bool:
+        try:
+            message = check(fn)
+        except Fail as e:
+            print(f"❌ {e}")
+            return False
+        except Exception as e:  # a bug here must still read as one line
+            print(f"❌ could not check your answer: {type(e).__name__}: {_first_line(e)}")
+            return False
+        print(f"✅ {message}")
+        return True
+    return run
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else "(no message)"
+
+
+def call(fn, *args):
+    """Run the learner's function; any exception becomes a one-line ``Fail``."""
+    if not callable(fn):
+        raise Fail(f"expected a function, got {type(fn).__name__}")
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise Fail("not implemented yet: replace `raise NotImplementedError` with your code") from None
+    except Exception as e:
+        raise Fail(f"your function raised {type(e).__name__}: {_first_line(e)}") from None
+
+
+def close(a, b, **tol) -> bool:
+    return torch.allclose(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64),
+                          **(tol or TOL))
+
+
+def expect_tensor(result, like: torch.Tensor, what: str = "the result"):
+    if not isinstance(result, torch.Tensor):
+        raise Fail(f"{what} should be a torch.Tensor, got {type(result).__name__}")
+    if result.shape != like.shape:
+        raise Fail(f"{what} has shape {tuple(result.shape)}, expected {tuple(like.shape)}")
+    return result
+
+
+def expect_params(result, like: dict, what: str = "the result"):
+    """A dict with the same names and shapes as ``like``; returns it flattened to one vector."""
+    if not isinstance(result, dict):
+        raise Fail(f"{what} should be a dict name -> tensor (like params), got {type(result).__name__}")
+    if set(result) != set(like):
+        raise Fail(f"{what} has names {sorted(result)}, expected {sorted(like)}")
+    for name, v in like.items():
+        expect_tensor(result[name], v, f"{what}[{name!r}]")
+    return P.flatten({k: result[k] for k in like})
+
+
+def setup(seed: int = 0, hidden: int = 8, tasks: int = 3):
+    """A small float64 MLP, its parameters as fresh leaves, and a few sine tasks."""
+    torch.manual_seed(seed)
+    model = MLP((1, hidden, hidden, 1)).double()
+    params = P.detach(P.get_params(model), requires_grad=True)
+    batch = sample_sine_tasks(tasks, 5, 7, torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return model, params, batch
+
+
+def meta_grad(model, params, adapted, task) -> torch.Tensor:
+    """∇_θ L_query(θ′) through whatever graph ``adapted`` carries (zeros where there is none)."""
+    loss = F.mse_loss(P.forward(model, adapted, task.x_query), task.y_query)
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params.values(), grads)])
+
+
+def _unchanged(params: dict, before: torch.Tensor) -> None:
+    if not torch.equal(P.flatten(params).detach(), before):
+        raise Fail("your function changed params in place: build and return a new dict instead")
+
+
+@checker
+def check_notation(mapping):
+    """00: the notation table, symbol -> name in code."""
+    from .solutions import NOTATION
+
+    if not isinstance(mapping, dict):
+        raise Fail(f"expected a dict symbol -> code name, got {type(mapping).__name__}")
+    for symbol, name in NOTATION.items():
+        if mapping.get(symbol) != name:
+            got = mapping.get(symbol, "nothing")
+            raise Fail(f"{symbol} is `{name}` in mamlkit, you wrote {got!r}: see the notation table above")
+    return "you know the notation: θ params, θ′ adapted, α inner_lr, β and ε outer_lr, K shots"
+
+
+@checker
+def check_sine(fn):
+    """01: y = A sin(x − φ)."""
+    x = torch.linspace(-5, 5, 11).reshape(-1, 1)
+    result = expect_tensor(call(fn, x, 2.0, 0.5), x)
+    if close(result, 2.0 * torch.sin(x + 0.5)):
+        raise Fail("wrong sign of the phase: the tasks use sin(x − φ), not sin(x + φ)")
+    if close(result, torch.sin(x - 0.5)):
+        raise Fail("the amplitude is missing: multiply by A")
+    if not close(result, 2.0 * torch.sin(x - 0.5), rtol=1e-4, atol=1e-5):
+        raise Fail("values differ from A sin(x − φ): check your formula with A=2, φ=0.5")
+    return "sine(x, A, φ) = A sin(x − φ) is right"
+
+
+def _check_graph(model, params, result, task, lr, what="θ′"):
+    """Is the graph through the inner step second order? Fail with the specific reason if not."""
+    if not any(v.requires_grad for v in result.values()):
+        raise Fail(f"{what} is cut from the graph (.detach(), torch.no_grad() or .data?): "
+                   "the outer update must differentiate through the inner step")
+    second = meta_grad(model, params, maml.inner_update(model, params, task.x_support, task.y_support,
+                                                        F.mse_loss, lr), task)
+    first = meta_grad(model, params, maml.inner_update(model, params, task.x_support, task.y_support,
+                                                       F.mse_loss, lr, first_order=True), task)
+    return second, first
+
+
+@checker
+def check_inner_update(fn):
+    """02: one inner step θ′ = θ − α ∇_θ L(θ), differentiable (second order)."""
+    model, params, tasks = setup()
+    task, lr = tasks[0], 0.1
+    before = P.flatten(params).detach().clone()
+    result = call(fn, model, params, task.x_support, task.y_support, F.mse_loss, lr)
+    got = expect_params(result, params)
+    _unchanged(params, before)
+    ref = maml.inner_update(model, params, task.x_support, task.y_support, F.mse_loss, lr)
+    step = P.flatten(ref).detach() - before  # −α ∇L
+    if close(got, before - step):
+        raise Fail("wrong sign: θ′ = θ − α ∇L(θ) steps downhill, yours moved uphill")
+    if close(got, before + step / lr):
+        raise Fail("the gradient is not scaled by inner_lr (α): θ′ = θ − α ∇L(θ)")
+    if close(got, before):
+        raise Fail("θ′ equals θ: no step was taken")
+    if not close(got, P.flatten(ref)):
+        raise Fail("values differ from θ − α ∇L(θ, support): check the loss is on (x, y) and the step on every tensor")
+    second, first = _check_graph(model, params, result, task, lr)
+    mine = meta_grad(model, params, result, task)
+    if close(mine, first) and not close(first, second):
+        raise Fail("the meta-gradient lacks the Hessian term: call torch.autograd.grad(..., create_graph=True)")
+    if not close(mine, second):
+        raise Fail("values are right but the gradient through them is not: keep the graph (create_graph=True)")
+    return "inner_update matches mamlkit.maml.inner_update, values and second-order meta-gradient"
+
+
+@checker
+def check_adapt(fn):
+    """02: ``inner_steps`` inner updates, differentiable."""
+    model, params, tasks = setup()
+    task, lr, steps = tasks[1], 0.05, 3
+    args = (task.x_support, task.y_support, F.mse_loss, lr)
+    result = call(fn, model, params, *args, steps)
+    got = expect_params(result, params)
+    for k in (1, steps - 1, steps + 1):
+        if close(got, P.flatten(maml.adapt(model, params, *args, k))):
+            raise Fail(f"you took {k} inner step(s) instead of inner_steps={steps}: loop range(inner_steps)")
+    ref = maml.adapt(model, params, *args, steps)
+    if not close(got, P.flatten(ref)):
+        raise Fail("values differ from 3 inner steps on the support set: each step starts from the last θ′")
+    _check_graph(model, params, result, task, lr)
+    if not close(meta_grad(model, params, result, task), meta_grad(model, params, ref, task)):
+        raise Fail("the meta-gradient through your steps lacks second-order terms: use create_graph=True")
+    return "adapt matches mamlkit.maml.adapt after 3 steps, graph kept"
+
+
+def _linear_problem():
+    g = torch.Generator().manual_seed(3)
+    x_s, x_q = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    y_s, y_q = torch.randn(4, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    return x_s, y_s, x_q, y_q, torch.randn(3, generator=g, dtype=torch.float64), 0.1
+
+
+@checker
+def check_meta_gradient_linear(fn):
+    """03: closed-form one-step meta-gradient (I − α H_support) ∇L_query(w′) of a linear model."""
+    x_s, y_s, x_q, y_q, w, lr = _linear_problem()
+    result = expect_tensor(call(fn, x_s, y_s, x_q, y_q, w, lr), w)
+    grad = lambda x, y, v: 2 / len(x) * x.T @ (x @ v - y)
+    h_s, h_q, eye = 2 / len(x_s) * x_s.T @ x_s, 2 / len(x_q) * x_q.T @ x_q, torch.eye(3, dtype=w.dtype)
+    adapted = w - lr * grad(x_s, y_s, w)
+    wrong = {
+        "you dropped the Hessian term: that is First-Order MAML; multiply by (I − α H_support)":
+            grad(x_q, y_q, adapted),
+        "wrong sign of the Hessian term: it is (I − α H), because θ′ = θ − α ∇L":
+            (eye + lr * h_s) @ grad(x_q, y_q, adapted),
+        "use the Hessian of the support loss (the inner step used the support set), not of the query loss":
+            (eye - lr * h_q) @ grad(x_q, y_q, adapted),
+        "evaluate the query gradient at the adapted w′ = w − α ∇L_support(w), not at w":
+            (eye - lr * h_s) @ grad(x_q, y_q, w),
+    }
+    for hint, value in wrong.items():
+        if close(result, value):
+            raise Fail(hint)
+    if not close(result, (eye - lr * h_s) @ grad(x_q, y_q, adapted)):
+        raise Fail("values differ from (I − α H_s) ∇L_q(w′) with L(w) = mean((x w − y)²), ∇L = 2/n xᵀ(x w − y)")
+    return "your closed form equals (I − α H_support) ∇L_query(w′)"
+
+
+@checker
+def check_meta_loss(fn):
+    """03: mean over tasks of the query loss after one second-order inner step."""
+    model, params, tasks = setup()
+    lr = 0.1
+    result = expect_tensor(call(fn, model, params, tasks, F.mse_loss, lr), torch.tensor(0.0), "the meta-loss")
+    ref = maml.maml_loss(model, params, tasks, F.mse_loss, lr)
+    if close(result, ref * len(tasks)):
+        raise Fail(f"you summed over the {len(tasks)} tasks: average them (mean), as mamlkit.maml.maml_loss does")
+    at_theta = torch.stack([F.mse_loss(P.forward(model, params, t.x_query), t.y_query) for t in tasks]).mean()
+    if close(result, at_theta):
+        raise Fail("that is the query loss at θ: adapt first, then evaluate the query loss at θ′")
+    if not close(result, ref):
+        raise Fail("value differs from mean_i L_query(θ′_i): adapt on the support set, evaluate on the query set")
+    if not result.requires_grad:
+        raise Fail("the meta-loss is cut from the graph: no .detach() / .item() / torch.no_grad()")
+    mine = torch.autograd.grad(result, list(params.values()), allow_unused=True)
+    mine = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params.values(), mine)])
+    first = torch.autograd.grad(maml.maml_loss(model, params, tasks, F.mse_loss, lr, first_order=True),
+                                list(params.values()))
+    if close(mine, torch.cat([g.reshape(-1) for g in first])):
+        raise Fail("the meta-gradient lacks the Hessian term: the inner step needs create_graph=True")
+    if not close(mine, torch.cat([g.reshape(-1) for g in torch.autograd.grad(ref, list(params.values()))])):
+        raise Fail("the value is right but its gradient is not: keep the graph of the inner step")
+    return "your meta-loss and its meta-gradient match mamlkit.maml.maml_loss"
+
+
+@checker
+def check_ci95(fn):
+    """04: mean and 95% CI half-width 1.96 s / √n (unbiased s) of per-task errors."""
+    per_task = torch.tensor([0.3, 1.2, 0.8, 0.1, 2.5, 0.7, 0.4, 1.9, 0.6, 1.1])
+    result = call(fn, per_task)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise Fail(f"return a pair (mean, half_width), got {type(result).__name__}")
+    try:
+        mean, half = float(result[0]), float(result[1])
+    except (TypeError, ValueError):
+        raise Fail("mean and half_width should be numbers (float or 0-d tensor)") from None
+    n, s = len(per_task), float(per_task.std(unbiased=True))
+    if not math.isclose(mean, float(per_task.mean()), rel_tol=1e-5):
+        raise Fail("the first value should be the mean of the per-task errors")
+    if math.isclose(half, 1.96 * s, rel_tol=1e-4):
+        raise Fail("divide by √n: the CI of a mean shrinks with the number of tasks")
+    if math.isclose(half, 1.96 * float(per_task.std(unbiased=False)) / math.sqrt(n), rel_tol=1e-4):
+        raise Fail("use the unbiased standard deviation (divide by n − 1): tensor.std(unbiased=True)")
+    if math.isclose(half, s / math.sqrt(n), rel_tol=1e-4):
+        raise Fail("a 95% interval is 1.96 standard errors wide on each side")
+    if not math.isclose(half, 1.96 * s / math.sqrt(n), rel_tol=1e-4):
+        raise Fail("half-width differs from 1.96 · std / √n")
+    return "mean ± 1.96 s/√n, as mamlkit.training.evaluate reports it"
+
+
+@checker
+def check_first_order(fn):
+    """05: the First-Order MAML meta-gradient of one task after one inner step."""
+    model, params, tasks = setup()
+    task, lr = tasks[2], 0.1
+    result = call(fn, model, params, task, F.mse_loss, lr)
+    got = expect_params(result, params).detach()
+    first, second = (meta_grad(model, params, maml.inner_update(model, params, task.x_support, task.y_support,
+                                                                F.mse_loss, lr, first_order=fo), task)
+                     for fo in (True, False))
+    at_theta = meta_grad(model, params, params, task)
+    if close(got, second) and not close(first, second):
+        raise Fail("that is the full (second-order) MAML gradient: treat the inner gradient as a constant "
+                   "(create_graph=False / detach θ′) and take ∇ at θ′")
+    if close(got, -first):
+        raise Fail("wrong sign: return the gradient ∇_θ′ L_query(θ′), the optimiser subtracts it")
+    if close(got, at_theta):
+        raise Fail("that is the query gradient at θ: take the inner step first and differentiate at θ′")
+    if not close(got, first):
+        raise Fail("values differ from ∇_θ′ L_query(θ′) with θ′ = θ − α ∇L_support(θ)")
+    return "FOMAML gradient ∇_θ′ L_query(θ′) is right: no Hessian term"
+
+
+@checker
+def check_reptile_update(fn):
+    """06: θ + ε (mean_i φ_i − θ)."""
+    model, params, tasks = setup()
+    theta = P.detach(params)
+    phis = [P.detach(maml.adapt(model, theta, t.x_support, t.y_support, F.mse_loss, 0.05, 3, True)) for t in tasks]
+    before, eps = P.flatten(theta).clone(), 0.3
+    got = expect_params(call(fn, theta, phis, eps), theta)
+    _unchanged(theta, before)
+    mean_phi = P.flatten(P.mean(phis))
+    if close(got, before - eps * (mean_phi - before)):
+        raise Fail("wrong sign: Reptile moves θ toward the adapted φ, θ + ε (mean φ − θ)")
+    if close(got, before + eps * len(phis) * (mean_phi - before)):
+        raise Fail("you summed over tasks: average the φ_i (or the differences), mean_i φ_i − θ")
+    if close(got, mean_phi):
+        raise Fail("you moved all the way to mean φ: scale the move by ε (outer_lr)")
+    if close(got, before + eps * (P.flatten(phis[0]) - before)):
+        raise Fail("you used only the first task: average over all φ_i")
+    if not close(got, before + eps * (mean_phi - before)):
+        raise Fail("values differ from θ + ε (mean_i φ_i − θ)")
+    return "Reptile update θ + ε (mean φ − θ) matches mamlkit.params.lerp"
+
+
+@checker
+def check_significant(fn):
+    """07: do two mean ± CI intervals fail to overlap?"""
+    cases = [((0.5, 0.1, 1.0, 0.1), True), ((0.5, 0.3, 0.9, 0.3), False), ((1.0, 0.05, 0.8, 0.1), True),
+             ((0.7, 0.2, 0.6, 0.01), False)]
+    for args, want in cases:
+        result = call(fn, *args)
+        if isinstance(result, torch.Tensor) and result.numel() == 1:
+            result = bool(result)
+        if type(result).__name__ not in ("bool", "bool_"):
+            raise Fail(f"return True or False, got {type(result).__name__}")
+        if bool(result) != want:
+            a, ca, b, cb = args
+            verdict = "do not overlap" if want else "overlap"
+            raise Fail(f"{a} ± {ca} and {b} ± {cb} {verdict}: significant means |a − b| > ci_a + ci_b")
+    return "you read confidence intervals correctly"

@@ -1,0 +1,85 @@
+"""What every notebook does first: seed, report versions and device, set small figures; the
+``MAMLKIT_FAST`` switch for CI; and ``load_or_train``, which loads a shipped checkpoint or, when
+it is missing, trains a short stand-in run (cached under ``runs/fallback/``).
+
+Introduced in notebook 00_welcome.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import matplotlib as mpl
+import torch
+
+import mamlkit
+
+from .config import Config
+from .training import DATA_DIR, Run, load_run, meta_train, resolve_device
+
+FAST = os.environ.get("MAMLKIT_FAST") == "1"
+FALLBACK_DIR = DATA_DIR.parent / "runs" / "fallback"
+FIGURE_DEFAULTS = {
+    "figure.figsize": (4.8, 3.0),
+    "figure.dpi": 90,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.fontsize": "small",
+    "legend.frameon": False,
+}
+
+
+def fast(normal, in_fast):
+    """``in_fast`` when ``MAMLKIT_FAST=1`` (CI), else ``normal``: ``n_tasks = fast(600, 100)``."""
+    return in_fast if FAST else normal
+
+
+def versions() -> dict:
+    """Versions of what the course needs, as name -> string."""
+    import ipywidgets
+    import matplotlib
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "ipywidgets": ipywidgets.__version__,
+            "matplotlib": matplotlib.__version__, "mamlkit": mamlkit.__version__}
+
+
+def setup_notebook(seed: int = 0, device: str = "auto") -> torch.device:
+    """Seed torch, print versions and the device, set small-figure defaults; return the device."""
+    torch.manual_seed(seed)
+    device = resolve_device(device)
+    mpl.rcParams.update(FIGURE_DEFAULTS)
+    line = ", ".join(f"{k} {v}" for k, v in versions().items())
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    print(f"{line}\ndevice: {device}{gpu}" + ("  [MAMLKIT_FAST=1: short runs]" if FAST else ""))
+    return device
+
+
+def load_or_train(algo: str, iterations: int | None = None, device="cpu", verbose: bool = True) -> Run:
+    """The trained run for ``algo`` (maml, fomaml, reptile, pretrain): ``data/sinusoid-{algo}.pt``
+    when it exists, else a short stand-in ``meta_train`` run (``iterations``, default 1500, or
+    300 with ``MAMLKIT_FAST=1``) cached in ``runs/fallback/``. Use ``run.model``, ``run.config``,
+    ``run.history``.
+    """
+    shipped = DATA_DIR / f"sinusoid-{algo}.pt"
+    if shipped.is_file():
+        run = load_run(shipped, device)
+        source = f"loaded {shipped.relative_to(DATA_DIR.parent)}"
+    else:
+        iterations = iterations or fast(1500, 300)
+        out = fallback_path(algo, iterations)
+        config = Config(algo=algo, iterations=iterations, val_every=max(iterations // 5, 1), val_tasks=50,
+                        checkpoint_every=iterations)
+        run = meta_train(config, out=out, device=device, resume=True, progress=False)
+        source = f"{shipped.name} not found: using a short stand-in run ({out.relative_to(DATA_DIR.parent)})"
+    run.model.eval()
+    if verbose:
+        print(f"{algo}: {source}, {run.iteration} iterations")
+    return run
+
+
+def fallback_path(algo: str, iterations: int) -> Path:
+    return FALLBACK_DIR / f"sinusoid-{algo}-{iterations}.pt"

@@ -1,0 +1,128 @@
+"""Small labelled figures, one colour per role across the course: truth black dashed, support points
+as markers, MAML C0, FOMAML C1, Reptile C2, the pretrained baseline grey. Every ``plot_*`` takes
+``ax=None`` (a new figure) and returns the Axes.
+
+Introduced in notebook 01_tasks.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+from . import maml
+from . import params as P
+from .tasks import sine, sine_grid
+
+COLORS = {"maml": "C0", "fomaml": "C1", "reptile": "C2", "pretrain": "grey", "truth": "black", "support": "k"}
+LABELS = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "pretrain": "pretrained"}
+STEP_STYLES = [":", "--", "-", "-."]
+
+
+def color(name: str) -> str:
+    """The course's colour for a method (``maml``, ``fomaml``, ``reptile``, ``pretrain``)."""
+    return COLORS.get(name, "C3")
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name)
+
+
+def _axes(ax):
+    return plt.subplots()[1] if ax is None else ax
+
+
+def plot_truth(task, ax=None, label="truth"):
+    """The task's true sine (black dashed) and its support points (markers)."""
+    ax = _axes(ax)
+    x = sine_grid()
+    amplitude, phase = (float(v) for v in task.info)
+    ax.plot(x[:, 0], sine(x[:, 0], amplitude, phase), "--", color=COLORS["truth"], lw=1.2, label=label)
+    ax.plot(task.x_support[:, 0].cpu(), task.y_support[:, 0].cpu(), "^", color=COLORS["support"], ms=6,
+            label=f"support (K={len(task.x_support)})")
+    ax.set(xlabel="x", ylabel="y")
+    return ax
+
+
+def plot_tasks(tasks, ax=None, n: int = 5):
+    """The true curves and support points of the first ``n`` tasks of a batch, one colour per task."""
+    ax = _axes(ax)
+    x = sine_grid()[:, 0]
+    for i, task in enumerate(list(tasks)[:n]):
+        amplitude, phase = (float(v) for v in task.info)
+        c = f"C{3 + i % 7}"
+        ax.plot(x, sine(x, amplitude, phase), "--", color=c, lw=1, label=f"A={amplitude:.1f}, φ={phase:.1f}")
+        ax.plot(task.x_support[:, 0].cpu(), task.y_support[:, 0].cpu(), "^", color=c, ms=5)
+    ax.set(xlabel="x", ylabel="y", title=f"{min(n, len(tasks))} tasks (support points as ▲)")
+    ax.legend(loc="lower left", fontsize="x-small")
+    return ax
+
+
+def plot_prediction(model, params, ax=None, name="maml", **kwargs):
+    """The model's curve with ``params`` over x in [-5, 5]."""
+    ax = _axes(ax)
+    x = sine_grid(device=next(iter(params.values())).device)
+    with torch.no_grad():
+        y = P.forward(model, params, x)
+    kwargs = {"color": color(name), "label": label(name), **kwargs}
+    ax.plot(x[:, 0].cpu(), y[:, 0].cpu(), **kwargs)
+    return ax
+
+
+def adapted_curves(model, params, task, inner_lr: float, steps=(0, 1, 10), loss_fn=F.mse_loss) -> dict:
+    """Parameters after each number of inner steps in ``steps`` (first order, detached): {k: params}."""
+    out, current, done = {}, P.detach(params), 0
+    for k in sorted(steps):
+        if k > done:
+            current = P.detach(maml.adapt(model, current, task.x_support, task.y_support, loss_fn, inner_lr,
+                                          k - done, first_order=True))
+            done = k
+        out[k] = current
+    return out
+
+
+def plot_adaptation(model, params, task, inner_lr: float = 0.01, steps=(0, 1, 10), ax=None, name="maml"):
+    """Truth, support points, and the model's curve after 0, 1, 10 inner steps (the paper's figure)."""
+    ax = plot_truth(task, ax)
+    for i, (k, adapted) in enumerate(adapted_curves(model, params, task, inner_lr, steps).items()):
+        plot_prediction(model, adapted, ax, name, ls=STEP_STYLES[i % 4], label=f"{label(name)}, {k} steps",
+                        alpha=0.5 + 0.5 * (i + 1) / len(steps))
+    ax.set(title=f"{label(name)}, α={inner_lr:g}")
+    ax.legend(loc="lower left", fontsize="x-small")
+    return ax
+
+
+def plot_learning_curve(history: dict, ax=None, name="maml"):
+    """Training loss (line) and validation loss after adaptation (markers) against iterations."""
+    ax = _axes(ax)
+    ax.plot(history["iteration"], history["train_loss"], color=color(name), alpha=0.6, label=f"{label(name)} train")
+    val = [(i, v) for i, v in zip(history["iteration"], history["val_loss"]) if v == v]
+    if val:
+        ax.plot(*zip(*val), "o-", color=color(name), ms=4, label=f"{label(name)} validation")
+    ax.set(xlabel="outer iteration", ylabel="loss (MSE)", yscale="log")
+    ax.legend()
+    return ax
+
+
+def plot_eval(results: dict, ax=None):
+    """Query MSE against inner steps with a 95% CI band, one line per method: {name: EvalResult}."""
+    ax = _axes(ax)
+    for name, result in results.items():
+        mean, ci = result.mean.numpy(), result.ci95.numpy()
+        ax.plot(result.steps, mean, "o-", ms=3, color=color(name), label=label(name))
+        ax.fill_between(result.steps, mean - ci, mean + ci, color=color(name), alpha=0.2)
+    n = len(next(iter(results.values())).per_task)
+    ax.set(xlabel="inner steps at test time", ylabel=f"query MSE (mean ± 95% CI, {n} tasks)")
+    ax.legend()
+    return ax
+
+
+def plot_cost(steps, costs: dict, ylabel: str, ax=None):
+    """A cost (time, memory, ...) against the number of inner steps, one line per method."""
+    ax = _axes(ax)
+    for name, values in costs.items():
+        ax.plot(list(steps), list(values), "o-", color=color(name), label=label(name))
+    ax.set(xlabel="inner steps", ylabel=ylabel)
+    ax.legend()
+    return ax

@@ -1,0 +1,81 @@
+"""Reference solutions to the exercises of notebooks 00-07, kept apart from the notebooks (which never
+import this module) and run through their checkers by ``tests/test_checks.py``.
+
+Instructors: ``%load`` a function from here to reveal it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .params import forward
+
+# 00_welcome: the notation table, symbol -> name in code
+NOTATION = {"θ": "params", "θ′": "adapted", "α": "inner_lr", "β": "outer_lr", "ε": "outer_lr", "K": "shots"}
+
+
+def sine(x, amplitude, phase):
+    """01_tasks: the task function y = A sin(x − φ)."""
+    return amplitude * torch.sin(x - phase)
+
+
+def inner_update(model, params, x, y, loss_fn, inner_lr):
+    """02_inner_update: θ' = θ − α ∇_θ L(θ), keeping the graph for the outer update."""
+    loss = loss_fn(forward(model, params, x), y)
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+    return {name: p - inner_lr * g for (name, p), g in zip(params.items(), grads)}
+
+
+def adapt(model, params, x, y, loss_fn, inner_lr, inner_steps):
+    """02_inner_update: ``inner_steps`` inner updates on the same support set."""
+    for _ in range(inner_steps):
+        params = inner_update(model, params, x, y, loss_fn, inner_lr)
+    return params
+
+
+def meta_gradient_linear(x_support, y_support, x_query, y_query, w, inner_lr):
+    """03_outer_update: (I − α H_support) ∇L_query(w′) for L(w) = mean((x w − y)²), w′ = w − α ∇L_support(w)."""
+    def grad(x, y, w):
+        return 2 / len(x) * x.T @ (x @ w - y)
+
+    hessian = 2 / len(x_support) * x_support.T @ x_support
+    adapted = w - inner_lr * grad(x_support, y_support, w)
+    identity = torch.eye(len(w), dtype=w.dtype)
+    return (identity - inner_lr * hessian) @ grad(x_query, y_query, adapted)
+
+
+def meta_loss(model, params, tasks, loss_fn, inner_lr):
+    """03_outer_update: mean over tasks of the query loss after one inner step (second order)."""
+    losses = []
+    for task in tasks:
+        adapted = inner_update(model, params, task.x_support, task.y_support, loss_fn, inner_lr)
+        losses.append(loss_fn(forward(model, adapted, task.x_query), task.y_query))
+    return torch.stack(losses).mean()
+
+
+def ci95(per_task):
+    """04_maml: mean and 95% confidence half-width 1.96 s / √n of per-task errors."""
+    n = len(per_task)
+    return float(per_task.mean()), float(1.96 * per_task.std(unbiased=True) / math.sqrt(n))
+
+
+def first_order_gradient(model, params, task, loss_fn, inner_lr):
+    """05_first_order_maml: the FOMAML meta-gradient of one task, ∇_θ′ L_query(θ′)."""
+    loss = loss_fn(forward(model, params, task.x_support), task.y_support)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    adapted = {name: (p - inner_lr * g).detach().requires_grad_() for (name, p), g in zip(params.items(), grads)}
+    query = loss_fn(forward(model, adapted, task.x_query), task.y_query)
+    return dict(zip(adapted, torch.autograd.grad(query, list(adapted.values()))))
+
+
+def reptile_update(params, adapted, outer_lr):
+    """06_reptile: θ + ε (mean_i φ_i − θ) for a list of adapted parameter dicts φ_i."""
+    return {name: p + outer_lr * (torch.stack([phi[name] for phi in adapted]).mean(0) - p)
+            for name, p in params.items()}
+
+
+def significant(mean_a, ci_a, mean_b, ci_b):
+    """07_compare: True when the two 95% intervals do not overlap."""
+    return bool(abs(mean_a - mean_b) > ci_a + ci_b)
