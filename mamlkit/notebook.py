@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+import time
+import weakref
 from pathlib import Path
 
 import matplotlib as mpl
@@ -83,3 +85,41 @@ def load_or_train(algo: str, iterations: int | None = None, device="cpu", verbos
 
 def fallback_path(algo: str, iterations: int) -> Path:
     return FALLBACK_DIR / f"sinusoid-{algo}-{iterations}.pt"
+
+
+class _Box:
+    """Holds a tensor saved for backward; its finalizer frees the bytes it counted."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+def measure_cost(fn, repeats: int = 3) -> tuple[float, int]:
+    """Run ``fn()`` (e.g. a meta-loss and its backward) and return (best seconds over ``repeats``,
+    peak bytes of tensors autograd kept alive for backward, counted with ``saved_tensors_hooks``).
+    """
+    live = peak = 0
+
+    def pack(t):
+        nonlocal live, peak
+        n = t.numel() * t.element_size()
+        live += n
+        peak = max(peak, live)
+        box = _Box(t)
+        weakref.finalize(box, _release, n)
+        return box
+
+    def _release(n):
+        nonlocal live
+        live -= n
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times), peak

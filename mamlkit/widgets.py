@@ -1,0 +1,260 @@
+"""Interactive explorers (ipywidgets 8): controls wired to tested library functions, one figure per
+widget redrawn in place, and ``quiz`` for the "Check yourself" questions. Each explorer keeps
+``.fig``, ``.ax``, ``.controls`` and ``.state`` (the last result) so it can be tested from Python.
+
+Introduced in notebook 01_tasks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ipywidgets as W
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import nn
+
+from . import maml, plots, reptile
+from . import params as P
+from .tasks import Task, sine_tasks
+
+SLIDER = dict(continuous_update=False, style={"description_width": "initial"})
+
+
+class Explorer(W.VBox):
+    """Controls above a figure; any change redraws the Axes through ``draw(ax, **values) -> state``."""
+
+    def __init__(self, controls: dict, draw, figsize=(5.6, 3.2)):
+        super().__init__()
+        self.fig = Figure(figsize=figsize, dpi=90, layout="constrained")
+        self.ax = self.fig.add_subplot()
+        self.controls, self.draw, self.state, self.redraws = controls, draw, {}, 0
+        self.output, self.message = W.Output(), W.HTML()
+        row = W.HBox(list(controls.values()), layout=W.Layout(flex_flow="row wrap"))
+        self.children = [row, self.output, self.message]
+        for control in controls.values():
+            control.observe(lambda change: self.update(), names="value")
+        self.update()
+
+    def values(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def update(self) -> None:
+        self.ax.clear()
+        try:
+            self.state = self.draw(self.ax, **self.values()) or {}
+            self.message.value = ""
+        except ValueError as e:  # bad settings read as one line, never a traceback
+            self.state = {"error": str(e)}
+            self.message.value = f"⚠️ {e}"
+        self.redraws += 1
+        self.show()
+
+    def show(self) -> None:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is None:  # plain Python (tests): nothing to render into
+            return
+        with self.output:
+            self.output.clear_output(wait=True)
+            display(self.fig)
+
+
+def _task(amplitude, phase, shots, queries=100, seed=0) -> Task:
+    """One sine task with the given amplitude and phase; the same x draws for the same seed."""
+    return sine_tasks(torch.tensor([float(amplitude)]), torch.tensor([float(phase)]), int(shots), queries,
+                      torch.Generator().manual_seed(seed))[0]
+
+
+def _task_controls(shots=5, max_shots=20) -> dict:
+    return {"amplitude": W.FloatSlider(value=2.0, min=0.1, max=5.0, step=0.1, description="amplitude A", **SLIDER),
+            "phase": W.FloatSlider(value=1.0, min=0.0, max=3.14, step=0.02, description="phase φ", **SLIDER),
+            "shots": W.IntSlider(value=shots, min=1, max=max_shots, description="K (support points)", **SLIDER)}
+
+
+def task_explorer(seed: int = 0) -> Explorer:
+    """Sample a sine task by amplitude and phase: truth, support points, query points."""
+    def draw(ax, amplitude, phase, shots):
+        task = _task(amplitude, phase, shots, queries=20, seed=seed)
+        plots.plot_truth(task, ax)
+        ax.plot(task.x_query[:, 0], task.y_query[:, 0], "o", mfc="none", color="grey", ms=4, label="query")
+        ax.set(ylim=(-5.5, 5.5), title=f"y = {amplitude:.1f} sin(x − {phase:.2f})")
+        ax.legend(loc="lower left", fontsize="x-small")
+        return {"task": task}
+    return Explorer(_task_controls(), draw)
+
+
+def query_mse(model, params, task) -> float:
+    with torch.no_grad():
+        return float(F.mse_loss(P.forward(model, params, task.x_query), task.y_query))
+
+
+def adaptation_explorer(models: dict, inner_lr: float = 0.01, steps: int = 1, max_steps: int = 20,
+                        shots: int = 5, seed: int = 1) -> Explorer:
+    """α, inner steps, K and the task → the adapted curve of each model ({name: nn.Module}).
+
+    With several models an algorithm selector picks one or "all". ``state["mse"]`` holds the query
+    MSE after adaptation per model.
+    """
+    controls = {"inner_lr": W.FloatLogSlider(value=inner_lr, base=10, min=-3, max=0, step=0.1,
+                                             description="α (inner_lr)", readout_format=".3f", **SLIDER),
+                "inner_steps": W.IntSlider(value=steps, min=0, max=max_steps, description="inner steps", **SLIDER),
+                **_task_controls(shots)}
+    if len(models) > 1:
+        controls["algo"] = W.Dropdown(options=["all", *models], value="all", description="algorithm")
+
+    def draw(ax, inner_lr, inner_steps, amplitude, phase, shots, algo="all"):
+        task = _task(amplitude, phase, shots, seed=seed)
+        plots.plot_truth(task, ax)
+        mse = {}
+        for name, model in models.items():
+            if algo not in ("all", name):
+                continue
+            curves = plots.adapted_curves(model, P.get_params(model), task, inner_lr, (0, inner_steps))
+            plots.plot_prediction(model, curves[0], ax, name, ls=":", alpha=0.6, label=f"{plots.label(name)}, 0 steps")
+            plots.plot_prediction(model, curves[inner_steps], ax, name,
+                                  label=f"{plots.label(name)}, {inner_steps} steps")
+            mse[name] = query_mse(model, curves[inner_steps], task)
+        ax.set(ylim=(-6, 6), title="query MSE: " + ", ".join(f"{plots.label(k)} {_fmt(v)}" for k, v in mse.items()))
+        ax.legend(loc="lower left", fontsize="x-small")
+        return {"task": task, "mse": mse}
+    return Explorer(controls, draw)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3f}" if math.isfinite(v) and v < 1e4 else "diverged"
+
+
+def meta_gradient_explorer() -> Explorer:
+    """A 1-parameter linear model y = w x: the meta-loss L_query(w − α L′_support(w)) against w, with
+    the MAML (exact) and FOMAML (no Hessian) slopes drawn as tangents at the chosen w."""
+    model = nn.Linear(1, 1, bias=False).double()
+    x = torch.tensor([[[-2.0], [-1.0], [0.5], [2.0]]], dtype=torch.float64)
+    x_query = torch.tensor([[[-1.5], [0.0], [1.0], [2.5]]], dtype=torch.float64)
+    task = Task(x, 1.5 * x + 0.3, x_query, 1.5 * x_query - 0.2)
+    controls = {"w": W.FloatSlider(value=-1.0, min=-2.0, max=4.0, step=0.1, description="w", **SLIDER),
+                "inner_lr": W.FloatSlider(value=0.1, min=0.01, max=0.3, step=0.01, description="α", **SLIDER)}
+
+    def meta_loss(w, inner_lr, first_order=False):
+        params = {"weight": torch.tensor([[w]], dtype=torch.float64, requires_grad=True)}
+        loss = maml.maml_loss(model, params, task, F.mse_loss, inner_lr, first_order=first_order)
+        return loss, torch.autograd.grad(loss, params["weight"])[0].item()
+
+    def draw(ax, w, inner_lr):
+        ws = torch.linspace(-2, 4, 61).tolist()
+        ax.plot(ws, [meta_loss(v, inner_lr)[0].item() for v in ws], color="k", lw=1, label="meta-loss")
+        loss, slope = meta_loss(w, inner_lr)
+        _, fo_slope = meta_loss(w, inner_lr, first_order=True)
+        for s, name in ((slope, "maml"), (fo_slope, "fomaml")):
+            ax.plot([w - 0.6, w + 0.6], [loss.item() - 0.6 * s, loss.item() + 0.6 * s], color=plots.color(name),
+                    lw=2, label=f"{plots.label(name)} slope {s:.2f}")
+        ax.set(xlabel="w", ylabel="L_query(w′)", title=f"α={inner_lr:.2f}: slopes differ by the factor (1 − αH)")
+        ax.legend(fontsize="x-small")
+        return {"maml_slope": slope, "fomaml_slope": fo_slope}
+    return Explorer(controls, draw)
+
+
+def gradient_agreement(model, params, tasks, inner_lr: float, inner_steps: int) -> tuple:
+    """MAML and FOMAML meta-gradients (flat vectors) and their cosine similarity."""
+    grads = []
+    for first_order in (False, True):
+        loss = maml.maml_loss(model, params, tasks, F.mse_loss, inner_lr, inner_steps, first_order)
+        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))]))
+    return grads[0], grads[1], float(F.cosine_similarity(grads[0], grads[1], dim=0))
+
+
+def first_order_explorer(model, tasks, inner_lr: float = 0.01, steps: int = 1) -> Explorer:
+    """α and inner steps → every component of the MAML meta-gradient against the FOMAML one."""
+    params = P.detach(P.get_params(model), requires_grad=True)
+    controls = {"inner_lr": W.FloatLogSlider(value=inner_lr, base=10, min=-3, max=-0.5, step=0.1,
+                                             description="α (inner_lr)", readout_format=".3f", **SLIDER),
+                "inner_steps": W.IntSlider(value=steps, min=1, max=5, description="inner steps", **SLIDER)}
+
+    def draw(ax, inner_lr, inner_steps):
+        full, first, cosine = gradient_agreement(model, params, tasks, inner_lr, inner_steps)
+        ax.plot(full, first, ".", color=plots.color("fomaml"), ms=3, alpha=0.6)
+        lim = float(torch.cat([full, first]).abs().max())
+        ax.plot([-lim, lim], [-lim, lim], "--", color="k", lw=0.8, label="agreement")
+        ax.set(xlabel="MAML meta-gradient component", ylabel="FOMAML component",
+               title=f"cosine similarity {cosine:.3f}")
+        ax.legend(fontsize="x-small")
+        return {"cosine": cosine}
+    return Explorer(controls, draw, figsize=(4.2, 3.6))
+
+
+def line_tasks(n: int = 4, shots: int = 5, seed: int = 0) -> Task:
+    """Linear regression tasks y = a x + c (a ~ U[-2, 2], c ~ U[-1, 1]) for a 2-parameter picture."""
+    g = torch.Generator().manual_seed(seed)
+    a, c = 4 * torch.rand(n, 1, 1, generator=g) - 2, 2 * torch.rand(n, 1, 1, generator=g) - 1
+    x = 4 * torch.rand(n, 2 * shots, 1, generator=g) - 2
+    y = a * x + c
+    return Task(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:], torch.cat([a, c], 1)[:, :, 0])
+
+
+def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
+    """ε, k and α → one Reptile step for a linear model in its 2-D parameter plane (slope, intercept),
+    next to one step of joint training: they coincide when k = 1."""
+    model, tasks = nn.Linear(1, 1), line_tasks(n_tasks, seed=seed)
+    theta = {"weight": torch.tensor([[-1.5]]), "bias": torch.tensor([1.5])}
+    controls = {"outer_lr": W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="ε (outer_lr)", **SLIDER),
+                "inner_steps": W.IntSlider(value=1, min=1, max=20, description="k (inner steps)", **SLIDER),
+                "inner_lr": W.FloatSlider(value=0.1, min=0.01, max=0.3, step=0.01, description="α", **SLIDER)}
+    xy = lambda p: (float(p["weight"]), float(p["bias"]))
+
+    def draw(ax, outer_lr, inner_steps, inner_lr):
+        for i, task in enumerate(tasks):
+            path = [theta]
+            for _ in range(inner_steps):
+                path.append(P.detach(maml.inner_update(model, path[-1], task.x_support, task.y_support, F.mse_loss,
+                                                       inner_lr, first_order=True)))
+            ax.plot(*zip(*map(xy, path)), "-", color=plots.color("reptile"), alpha=0.4, lw=1)
+            ax.plot(*xy(path[-1]), "o", color=plots.color("reptile"), ms=3)
+            ax.plot(*task.info.tolist(), "*", color=f"C{3 + i}", ms=10, label=f"task {i} optimum")
+        new = reptile.reptile_step(model, theta, tasks, F.mse_loss, inner_lr, inner_steps, outer_lr)
+        joint = joint_step(model, theta, tasks, inner_lr * outer_lr)
+        ax.plot(*xy(theta), "ko", ms=7, label="θ")
+        ax.plot(*xy(joint), "s", color=plots.color("pretrain"), ms=8, label="joint training step")
+        ax.plot(*xy(new), "o", color=plots.color("reptile"), ms=7, label="Reptile: θ + ε(mean φ − θ)")
+        gap = float(P.norm(P.sub(new, joint)))
+        ax.set(xlabel="slope (weight)", ylabel="intercept (bias)",
+               title=f"k={inner_steps}: |Reptile − joint| = {gap:.3f}")
+        ax.legend(fontsize="x-small", loc="best")
+        return {"new": new, "joint": joint, "gap": gap}
+    return Explorer(controls, draw, figsize=(5.0, 3.8))
+
+
+def joint_step(model, params, tasks, lr: float):
+    """One gradient step of lr on the mean support loss of all tasks (joint training, no inner loop)."""
+    params = P.detach(params, requires_grad=True)
+    loss = torch.stack([F.mse_loss(P.forward(model, params, t.x_support), t.y_support) for t in tasks]).mean()
+    grads = torch.autograd.grad(loss, list(params.values()))
+    return {k: (v - lr * g).detach() for (k, v), g in zip(params.items(), grads)}
+
+
+class Quiz(W.VBox):
+    """A multiple-choice question with instant feedback; ``.choice``, ``.correct``, ``.feedback``."""
+
+    def __init__(self, question: str, options: list, answer, explanation: str = ""):
+        super().__init__()
+        self.answer = options[answer] if isinstance(answer, int) else answer
+        self.explanation, self.correct = explanation, None
+        self.choice = W.RadioButtons(options=options, value=None, layout=W.Layout(width="max-content"))
+        self.feedback = W.HTML()
+        self.children = [W.HTML(f"<b>{question}</b>"), self.choice, self.feedback]
+        self.choice.observe(self._answer, names="value")
+
+    def _answer(self, change) -> None:
+        if change["new"] is None:
+            return
+        self.correct = change["new"] == self.answer
+        self.feedback.value = (f"✅ Correct. {self.explanation}" if self.correct
+                               else "❌ Not quite: read the option again and try another one.")
+
+
+def quiz(question: str, options: list, answer, explanation: str = "") -> Quiz:
+    """A "Check yourself" question: ``answer`` is the right option (or its index)."""
+    if (answer not in options) if not isinstance(answer, int) else not 0 <= answer < len(options):
+        raise ValueError(f"the answer {answer!r} is not one of the options")
+    return Quiz(question, options, answer, explanation)

@@ -1,0 +1,48 @@
+"""Build the course notebooks from their sources in ``notebooks/_src/*.py`` (percent format:
+``# %% [markdown]`` and ``# %%`` start cells). The notebooks are written stripped of outputs
+(execution_count null), the policy ``tests/test_notebooks_clean.py`` enforces.
+
+    python notebooks/_build.py            # rebuild every notebook
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+MARKER = re.compile(r"^# %%( \[markdown\])?\s*$", re.M)
+KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def cells_from_source(text: str) -> list:
+    cells, parts = [], MARKER.split(text)
+    for is_md, body in zip(parts[1::2], parts[2::2]):
+        body = body.strip("\n")
+        if is_md:
+            cells.append(nbformat.v4.new_markdown_cell("\n".join(line[2:] if line.startswith("# ") else line.lstrip("#")
+                                                                 for line in body.splitlines())))
+        else:
+            cells.append(nbformat.v4.new_code_cell(body))
+    return cells
+
+
+def build(source: Path) -> Path:
+    nb = nbformat.v4.new_notebook(cells=cells_from_source(source.read_text()))
+    nb.metadata.update(kernelspec=KERNEL, language_info={"name": "python"})
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{source.stem[:2]}-{i:02d}"
+    nbformat.validate(nb)
+    target = HERE / f"{source.stem}.ipynb"
+    nbformat.write(nb, target)
+    return target
+
+
+if __name__ == "__main__":
+    names = sys.argv[1:]
+    for src in sorted((HERE / "_src").glob("*.py")):
+        if not names or any(n in src.stem for n in names):
+            print("wrote", build(src).relative_to(HERE.parent))
