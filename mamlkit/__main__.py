@@ -15,7 +15,7 @@ from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve
 
 
 def _paper(key: str) -> str:
-    values = sorted({str(d[key]) for d in DEFAULTS.values()})
+    values = sorted({str(d.get(key, "sgd")) for d in DEFAULTS.values()})
     return f"default: the paper's value ({' or '.join(values)} by algorithm)"
 
 
@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--meta-batch-size", type=int, help=_paper("meta_batch_size"))
     t.add_argument("--shots", type=int, help="K support points per task, " + _paper("shots"))
     t.add_argument("--queries", type=int, help=_paper("queries"))
-    t.add_argument("--inner-optimizer", default="sgd", choices=("sgd", "adam"), help="Reptile's inner optimizer")
+    t.add_argument("--ways", type=int, default=5, help="N classes per task (omniglot; default 5)")
+    t.add_argument("--split", default="maml", choices=("maml", "vinyals"), help="omniglot character split")
+    t.add_argument("--inner-optimizer", choices=("sgd", "adam"), help="Reptile's inner optimizer (" + _paper(
+        "inner_optimizer") + ")")
     t.add_argument("--no-anneal", action="store_true", help="Reptile: keep ε constant (default: linear to 0)")
     t.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="adapt the meta-batch as one vmap computation (default: when the model allows it)")
@@ -46,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="fine-tune on fixed test tasks; MSE or accuracy ± 95%% CI")
     e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
-    e.add_argument("--shots", type=int, default=5, help="K support points at test (default 5)")
-    e.add_argument("--steps", type=int, nargs="+", default=[1, 5, 10], help="inner steps to report")
-    e.add_argument("--inner-lr", type=float, default=0.01, help="fine-tuning step size (default 0.01)")
+    e.add_argument("--shots", type=int, help="K support examples per class at test (default: 5 sine, 1 omniglot)")
+    e.add_argument("--steps", type=int, nargs="+", help="inner steps to report (default: 1 5 10 sine; "
+                   "the paper's test steps for omniglot)")
+    e.add_argument("--inner-lr", type=float, help="fine-tuning step size (default: the paper's, 0.01 for sine)")
+    e.add_argument("--inner-optimizer", choices=("sgd", "adam"), help="fine-tuning optimizer (default: paper's)")
     e.add_argument("--tasks", type=int, default=600, help="number of fixed test tasks (default 600)")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(e)
@@ -56,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="Omniglot folder (default: $MAMLKIT_DATA/omniglot or data/omniglot)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -66,6 +72,7 @@ def train(args) -> None:
                     outer_lr=args.outer_lr, inner_steps=args.inner_steps, meta_batch_size=args.meta_batch_size,
                     shots=args.shots, queries=args.queries, seed=args.seed, inner_optimizer=args.inner_optimizer,
                     anneal=not args.no_anneal, batched=args.batched, val_every=args.val_every,
+                    ways=args.ways, split=args.split, data_dir=args.data_dir,
                     checkpoint_every=args.checkpoint_every).resolved()
     out = args.out or f"runs/{config.task}-{config.algo}-seed{config.seed}.pt"
     run = meta_train(config, out, args.device, args.resume, progress=not args.no_progress)
@@ -73,19 +80,30 @@ def train(args) -> None:
 
 
 def evaluate(args) -> None:
-    rows = [evaluate_checkpoint(path, args.shots, max(args.steps), args.inner_lr, args.tasks, args.device)
-            for path in args.checkpoints]
+    rows = []
+    for path in args.checkpoints:
+        steps = args.steps or []
+        protocol = dict(shots=args.shots, inner_lr=args.inner_lr, inner_optimizer=args.inner_optimizer,
+                        inner_steps=max(steps) if steps else None)
+        row = evaluate_checkpoint(path, args.tasks, args.device, data_dir=args.data_dir, **protocol)
+        row["steps"] = steps or ([1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]])
+        rows.append(row)
     if args.json:
-        print(json.dumps([{"checkpoint": r["checkpoint"], "algo": r["algo"], "metric": r["metric"],
-                           "steps": {s: {"mean": r["mean"][s], "ci95": r["ci95"][s]} for s in args.steps}}
+        print(json.dumps([{**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "protocol")},
+                           "steps": {s: {"mean": r["mean"][s], "ci95": r["ci95"][s]} for s in r["steps"]}}
                           for r in rows], indent=2))
         return
-    print(f"{rows[0]['metric']} on {args.tasks} fixed test tasks, {args.shots}-shot, inner lr {args.inner_lr}"
-          " (mean ± 95% CI)")
-    print("| checkpoint | algo | " + " | ".join(f"{s} step{'s' * (s != 1)}" for s in args.steps) + " |")
-    print("|---|---|" + "---|" * len(args.steps))
     for r in rows:
-        cells = " | ".join(f"{r['mean'][s]:.3f} ± {r['ci95'][s]:.3f}" for s in args.steps)
+        p = r["protocol"]
+        print(f"{r['checkpoint']} ({r['task']}, {r['algo']}): {r['metric']} on {args.tasks} fixed test tasks, "
+              f"{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']} (mean ± 95% CI)")
+    steps = rows[0]["steps"]
+    scale = 100 if rows[0]["metric"] == "accuracy" else 1
+    print("| checkpoint | algo | " + " | ".join(f"{s} step{'s' * (s != 1)}" for s in steps) + " |")
+    print("|---|---|" + "---|" * len(steps))
+    for r in rows:
+        cells = " | ".join(f"{scale * r['mean'][s]:.3f} ± {scale * r['ci95'][s]:.3f}" if s < len(r["mean"]) else "—"
+                           for s in steps)
         print(f"| {r['checkpoint']} | {r['algo']} | {cells} |")
 
 

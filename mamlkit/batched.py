@@ -4,22 +4,31 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from .params import Params
 from .tasks import Task
 
+FUSED_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+
 
 def check_batchable(model: nn.Module) -> None:
-    """The batched path needs a model without running statistics (BatchNorm on batch stats only)."""
+    """Refuse models the batched path would get wrong, naming the fix.
+
+    Running statistics cannot be updated per task under ``vmap``, and the fused normalisation
+    kernels return wrong second-order gradients under ``vmap`` (torch 2.13): use
+    ``mamlkit.models.BatchNorm`` (batch statistics, plain tensor ops) instead.
+    """
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+        if isinstance(module, FUSED_NORMS):
+            running = getattr(module, "track_running_stats", False)
+            why = ("keeps running statistics" if running
+                   else "uses a fused kernel whose meta-gradient is wrong under vmap")
             raise ValueError(
-                f"batched=True cannot run {name or 'the model'} ({type(module).__name__} with running "
-                "statistics): build it with track_running_stats=False (batch statistics, as MAML "
-                "does), or use batched=False")
+                f"batched=True cannot run {name or 'the model'} ({type(module).__name__}, which {why}): "
+                "replace it with mamlkit.models.BatchNorm (batch statistics only, as MAML does; set "
+                "track_running_stats=False semantics), or use batched=False (the per-task loop)")
 
 
 def _inner_grads(model, loss_fn, params, x, y):

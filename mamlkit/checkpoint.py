@@ -5,11 +5,11 @@ Introduced in notebook 04_maml.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .atomic import atomic_write
 
 FORMAT = "mamlkit-checkpoint"
 VERSION = 1
@@ -21,22 +21,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(state: dict, path) -> Path:
     """Write ``state`` to ``path`` atomically: a crash never leaves a half-written file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, "version": VERSION, **state}, tmp))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

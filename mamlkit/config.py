@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 ALGOS = ("maml", "fomaml", "reptile", "pretrain")
-TASKS = ("sinusoid",)
+TASKS = ("sinusoid", "omniglot")
 
 # MAML paper §5.1 / App. C for maml, fomaml and the pretrained baseline. Reptile has no published
 # sine protocol matching this evaluation; its values were chosen on the validation tasks (README).
@@ -18,8 +18,29 @@ DEFAULTS = {
     ("sinusoid", "maml"): _SINE,
     ("sinusoid", "fomaml"): _SINE,
     ("sinusoid", "pretrain"): _SINE,
-    ("sinusoid", "reptile"): dict(_SINE, inner_lr=0.01, outer_lr=1.0, inner_steps=5),
+    ("sinusoid", "reptile"): dict(_SINE, inner_lr=0.01, outer_lr=1.0, inner_steps=10),
 }
+# MAML paper App. A.1 (5-way): inner lr 0.4 with the mean cross-entropy, 1 step at train, 3 at test,
+# meta-batch 32, 60k iterations. Reptile: the official Omniglot command (inner Adam, β1 = 0, lr 0.001,
+# 5 steps on 10 "train shots" per class, meta-batch 5, ε = 1 annealed to 0, 100k iterations).
+_OMNIGLOT = dict(iterations=60_000, inner_lr=0.4, outer_lr=0.001, inner_steps=1, meta_batch_size=32,
+                 shots=1, queries=15)
+for _algo in ("maml", "fomaml", "pretrain"):
+    DEFAULTS[("omniglot", _algo)] = _OMNIGLOT
+DEFAULTS[("omniglot", "reptile")] = dict(iterations=100_000, inner_lr=0.001, outer_lr=1.0, inner_steps=5,
+                                         meta_batch_size=5, shots=10, queries=5, inner_optimizer="adam")
+
+# The test protocol: support size, step size, optimizer and steps used to fine-tune at meta-test.
+EVAL = {
+    "sinusoid": dict(shots=5, inner_lr=0.01, inner_steps=10, inner_optimizer="sgd"),
+    "omniglot": dict(shots=1, inner_lr=0.4, inner_steps=3, inner_optimizer="sgd"),
+    ("omniglot", "reptile"): dict(shots=1, inner_lr=0.001, inner_steps=50, inner_optimizer="adam"),
+}
+
+
+def eval_protocol(task: str, algo: str) -> dict:
+    """How a model trained for ``task`` with ``algo`` is fine-tuned at meta-test."""
+    return dict(EVAL.get((task, algo), EVAL[task]))
 
 
 @dataclass(frozen=True)
@@ -37,7 +58,11 @@ class Config:
     queries: int | None = None
     seed: int = 0
     hidden: tuple = (40, 40)
-    inner_optimizer: str = "sgd"
+    init: str = "maml"
+    ways: int = 5
+    split: str = "maml"
+    data_dir: str | None = None
+    inner_optimizer: str | None = None
     anneal: bool = True
     batched: bool | None = None
     val_every: int = 1000
@@ -54,7 +79,7 @@ class Config:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        defaults = DEFAULTS[(self.task, self.algo)]
+        defaults = {"inner_optimizer": "sgd", **DEFAULTS[(self.task, self.algo)]}
         cfg = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         cfg.validate()
         return cfg
@@ -70,10 +95,13 @@ class Config:
             ("queries", self.queries >= 1, "an integer >= 1"),
             ("val_every", self.val_every >= 1, "an integer >= 1"),
             ("checkpoint_every", self.checkpoint_every >= 1, "an integer >= 1"),
+            ("ways", self.ways >= 2, "an integer >= 2 (classes per task)"),
         ]
         for name, ok, want in checks:
             if not ok:
                 raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
+        if self.split not in ("maml", "vinyals"):
+            raise ValueError(f"split must be 'maml' or 'vinyals', got {self.split!r}")
         if self.inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {self.inner_optimizer!r}")
 

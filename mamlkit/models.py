@@ -1,21 +1,70 @@
-"""Models: the MLP of the MAML sine experiments (1-40-40-1, ReLU).
+"""Models: the MLP of the MAML sine experiments (1-40-40-1, ReLU) and Conv4 for Omniglot.
 
 Introduced in notebook 02_inner_update.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
-class MLP(nn.Sequential):
-    """Fully connected ReLU network, ``sizes=(1, 40, 40, 1)`` as in the MAML paper."""
+INITS = ("maml", "torch")
 
-    def __init__(self, sizes=(1, 40, 40, 1)):
+
+class MLP(nn.Sequential):
+    """Fully connected ReLU network, ``sizes=(1, 40, 40, 1)`` as in the MAML paper.
+
+    ``init="maml"`` initialises as the authors' code (weights ~ truncated normal, σ = 0.01, biases 0);
+    ``init="torch"`` keeps PyTorch's default.
+    """
+
+    def __init__(self, sizes=(1, 40, 40, 1), init: str = "maml"):
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
+            if init == "maml":
+                nn.init.trunc_normal_(layers[-1].weight, std=0.01, a=-0.02, b=0.02)
+                nn.init.zeros_(layers[-1].bias)
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
         super().__init__(*layers)
         self.sizes = tuple(sizes)
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation with the current batch's statistics only, written with plain tensor ops.
+
+    The fused kernel (``F.batch_norm``) returns wrong second-order gradients under ``vmap`` when its
+    weight is adapted in the inner loop (torch 2.13, tested); this one is exact in both paths.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x):
+        dims = [0] + list(range(2, x.dim()))
+        mean = x.mean(dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(dims, keepdim=True)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+
+
+class Conv4(nn.Sequential):
+    """The MAML paper's Omniglot network: 4 × [conv 3×3, 64, stride 2 → BatchNorm → ReLU], then a
+    linear layer (28 → 14 → 7 → 4 → 2 pixels, 64·2·2 = 256 features) to ``ways`` classes.
+    """
+
+    def __init__(self, ways: int = 5, channels: int = 64, in_channels: int = 1, image_size: int = 28):
+        layers = []
+        for i in range(4):
+            layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, stride=2, padding=1),
+                       BatchNorm(channels), nn.ReLU()]
+            image_size = (image_size + 1) // 2
+        super().__init__(*layers, nn.Flatten(), nn.Linear(channels * image_size * image_size, ways))
+        self.ways = ways

@@ -1,29 +1,26 @@
 """Meta-training for MAML, First-Order MAML, Reptile and the pretrained baseline (one loop, the
-algorithm chosen by name), evaluation as mean ± 95% CI, and checkpoints that resume exactly.
+algorithm chosen by name), with checkpoints that resume exactly.
 
 Introduced in notebook 04_maml.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import maml, reptile
 from . import params as P
-from .batched import adapt_batched, check_batchable
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config
-from .models import MLP
-from .tasks import TEST_SEED, Task, sample_sine_tasks, sine_test_tasks
+from .config import Config, eval_protocol
+from .evaluation import EvalResult, batchable, evaluate  # noqa: F401  (part of this module's API)
+from .families import VAL_SEED, TrainingTasks, build_model, fixed_tasks, loss_function, metric_name  # noqa: F401
+from .tasks import Task
 
-VAL_SEED = TEST_SEED + 1
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 
@@ -49,18 +46,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def build_model(config: Config) -> nn.Module:
-    return MLP((1, *config.hidden, 1))
-
-
-def loss_function(task: str):
-    return F.mse_loss if task == "sinusoid" else F.cross_entropy
-
-
-def sample_tasks(config: Config, n: int, generator: torch.Generator, device) -> Task:
-    return sample_sine_tasks(n, config.shots, config.queries, generator, device)
-
-
 def joint_loss(model: nn.Module, params: P.Params, tasks: Task, loss_fn) -> Tensor:
     """The pretrained baseline's loss: all points of all tasks, no inner loop."""
     x = torch.cat([tasks.x_support, tasks.x_query], 1).flatten(0, 1)
@@ -72,13 +57,11 @@ def use_batched(config: Config, model: nn.Module) -> bool:
     """``batched=None`` means: batched when the model allows it; ``True`` insists (clear error)."""
     if config.batched is False or config.algo == "pretrain":
         return False
-    try:
+    if config.batched:
+        from .batched import check_batchable
+
         check_batchable(model)
-    except ValueError:
-        if config.batched:
-            raise
-        return False
-    return not (config.algo == "reptile" and config.inner_optimizer == "adam")
+    return batchable(model) and not (config.algo == "reptile" and config.inner_optimizer == "adam")
 
 
 @dataclass
@@ -90,7 +73,7 @@ class Run:
     optimizer: torch.optim.Optimizer | None
     generator: torch.Generator
     iteration: int = 0
-    history: dict | None = None
+    history: dict = field(default_factory=lambda: {"iteration": [], "train_loss": [], "val_loss": []})
 
     def state(self) -> dict:
         return {
@@ -108,8 +91,7 @@ def new_run(config: Config, device="cpu") -> Run:
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     optimizer = None if config.algo == "reptile" else torch.optim.Adam(model.parameters(), lr=config.outer_lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    return Run(config, model, optimizer, generator, 0, {"iteration": [], "train_loss": [], "val_loss": []})
+    return Run(config, model, optimizer, torch.Generator().manual_seed(config.seed))
 
 
 def load_run(path, device="cpu", iterations: int | None = None) -> Run:
@@ -134,14 +116,14 @@ def load_model(path, device="cpu") -> tuple[nn.Module, Config]:
 
 
 def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
-    """One outer update of the configured algorithm; returns the loss it optimised."""
+    """One outer update of the configured algorithm; returns the loss it optimised (Reptile: |Δθ|)."""
     cfg, model = run.config, run.model
     params, loss_fn = P.get_params(model), loss_function(cfg.task)
     if cfg.algo == "reptile":
         eps = cfg.outer_lr * (1 - run.iteration / cfg.iterations) if cfg.anneal else cfg.outer_lr
         new = reptile.reptile_step(model, params, tasks, loss_fn, cfg.inner_lr, cfg.inner_steps, eps,
                                    cfg.inner_optimizer, batched)
-        move = P.norm(P.sub(new, params)).detach()  # |mean φ - θ| scaled by ε; NaN if diverged
+        move = P.norm(P.sub(new, params)).detach()  # NaN if the step diverged
         reptile.apply_params(params, new)
         return move
     run.optimizer.zero_grad(set_to_none=True)
@@ -154,10 +136,12 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
     return loss.detach()
 
 
-def validation_loss(run: Run, tasks: Task) -> float:
+def validate(run: Run, tasks: Task) -> float:
+    """Query MSE (or accuracy) on the fixed validation tasks after the test protocol's fine-tuning."""
     cfg = run.config
-    result = evaluate(run.model, P.get_params(run.model), tasks, loss_function(cfg.task),
-                      cfg.inner_lr if cfg.algo != "reptile" else 0.01, cfg.inner_steps, batched=None)
+    protocol = eval_protocol(cfg.task, cfg.algo)
+    result = evaluate(run.model, P.get_params(run.model), tasks, loss_function(cfg.task), protocol["inner_lr"],
+                      protocol["inner_steps"], metric_name(cfg.task), inner_optimizer=protocol["inner_optimizer"])
     return float(result.mean[-1])
 
 
@@ -170,28 +154,21 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, pro
     """
     device = resolve_device(device)
     config = config.resolved()
-    if resume and out is not None and Path(out).exists():
-        run = load_run(out, device, config.iterations)
-    else:
-        run = new_run(config, device)
+    resuming = resume and out is not None and Path(out).exists()
+    run = load_run(out, device, config.iterations) if resuming else new_run(config, device)
     cfg = run.config
     batched = use_batched(cfg, run.model)
-    val_tasks = sine_test_tasks(cfg.val_tasks, cfg.shots, 100, VAL_SEED, device)
+    source = TrainingTasks(cfg, device)
+    val_tasks = fixed_tasks(cfg, "val", cfg.val_tasks, eval_protocol(cfg.task, cfg.algo)["shots"], device)
     losses: list[Tensor] = []
-    bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not progress, desc=f"{cfg.algo}")
+    bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not progress, desc=cfg.algo)
     while run.iteration < cfg.iterations:
-        tasks = sample_tasks(cfg, cfg.meta_batch_size, run.generator, device)
-        losses.append(outer_step(run, tasks, batched))
+        losses.append(outer_step(run, source.sample(cfg.meta_batch_size, run.generator), batched))
         run.iteration += 1
         bar.update(1)
         done = run.iteration == cfg.iterations
         if len(losses) == log_every or done or run.iteration % cfg.checkpoint_every == 0:
-            _check_finite(torch.stack(losses), run.iteration - len(losses), cfg)
-            run.history["iteration"].append(run.iteration)
-            run.history["train_loss"].append(float(torch.stack(losses).mean()))
-            val = validation_loss(run, val_tasks) if run.iteration % cfg.val_every == 0 or done else math.nan
-            run.history["val_loss"].append(val)
-            bar.set_postfix(loss=f"{run.history['train_loss'][-1]:.3f}", val=f"{val:.3f}")
+            _log(run, torch.stack(losses), val_tasks, done, bar)
             losses = []
         if out is not None and (done or run.iteration % cfg.checkpoint_every == 0):
             save_checkpoint(run.state(), out)
@@ -199,89 +176,33 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, pro
     return run
 
 
-def _check_finite(losses: Tensor, first_iteration: int, cfg: Config) -> None:
+def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
+    cfg = run.config
     bad = (~torch.isfinite(losses)).nonzero()
     if len(bad):
-        it = first_iteration + int(bad[0]) + 1
+        it = run.iteration - len(losses) + int(bad[0]) + 1
         raise TrainingDiverged(
             f"training diverged at iteration {it}: the loss became non-finite. Lower --inner-lr "
             f"(now {cfg.inner_lr}) or --outer-lr (now {cfg.outer_lr}); the last checkpoint was kept")
+    run.history["iteration"].append(run.iteration)
+    run.history["train_loss"].append(float(losses.mean()))
+    val = validate(run, val_tasks) if run.iteration % cfg.val_every == 0 or done else float("nan")
+    run.history["val_loss"].append(val)  # the validation metric: MSE, or accuracy for omniglot
+    bar.set_postfix(loss=f"{run.history['train_loss'][-1]:.3f}", val=f"{val:.3f}")
 
 
-@dataclass
-class EvalResult:
-    """Query metric after 0..k inner steps: per task, mean and 95% CI half-width."""
+def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, **protocol) -> dict:
+    """The test protocol on a saved model: fixed test tasks, fine-tune, mean ± 95% CI per step.
 
-    steps: list
-    per_task: Tensor  # (tasks, steps + 1)
-    metric: str
-
-    @property
-    def mean(self) -> Tensor:
-        return self.per_task.mean(0)
-
-    @property
-    def ci95(self) -> Tensor:
-        return 1.96 * self.per_task.std(0, unbiased=True) / math.sqrt(self.per_task.shape[0])
-
-    def at(self, step: int) -> tuple[float, float]:
-        return float(self.mean[step]), float(self.ci95[step])
-
-
-def _metric(pred: Tensor, y: Tensor, metric: str) -> Tensor:
-    if metric == "accuracy":
-        return (pred.argmax(-1) == y).float().mean(-1)
-    return ((pred - y) ** 2).flatten(1).mean(-1)
-
-
-def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr: float, inner_steps: int = 10,
-             metric: str = "mse", batched: bool | None = None) -> EvalResult:
-    """Adapt on each test task's support set for 1..``inner_steps`` SGD steps (first order, the
-    same step size at every step) and report the query metric after each, as mean ± 95% CI.
+    ``protocol`` overrides ``shots``, ``inner_lr``, ``inner_steps`` or ``inner_optimizer``.
     """
-    maml.check_hyper(inner_lr, inner_steps)
-    if batched is None:
-        try:
-            check_batchable(model)
-            batched = True
-        except ValueError:
-            batched = False
-    rows = []
-    if batched:
-        params = {k: v.detach().unsqueeze(0).expand(len(tasks), *v.shape) for k, v in params.items()}
-        batch_forward = torch.func.vmap(lambda p, x: P.forward(model, p, x))
-        for step in range(inner_steps + 1):
-            with torch.no_grad():
-                rows.append(_metric(batch_forward(params, tasks.x_query), tasks.y_query, metric))
-            if step < inner_steps:
-                params = _batched_step(model, params, tasks, loss_fn, inner_lr)
-        return EvalResult(list(range(inner_steps + 1)), torch.stack(rows, 1).cpu(), metric)
-    for task in tasks:
-        adapted, row = P.detach(params), []
-        for step in range(inner_steps + 1):
-            with torch.no_grad():
-                row.append(_metric(P.forward(model, adapted, task.x_query)[None], task.y_query[None], metric)[0])
-            if step < inner_steps:
-                adapted = P.detach(maml.inner_update(model, adapted, task.x_support, task.y_support, loss_fn,
-                                                     inner_lr, first_order=True))
-        rows.append(torch.stack(row))
-    return EvalResult(list(range(inner_steps + 1)), torch.stack(rows).cpu(), metric)
-
-
-def _batched_step(model, params, tasks, loss_fn, inner_lr):
-    """One inner SGD step on every task at once; params carry a leading task dimension."""
-    def one(p, x, y):
-        g = torch.func.grad(lambda q: loss_fn(P.forward(model, q, x), y))(p)
-        return {k: p[k] - inner_lr * g[k] for k in p}
-    return torch.func.vmap(one)(params, tasks.x_support, tasks.y_support)
-
-
-def evaluate_checkpoint(path, shots: int = 5, inner_steps: int = 10, inner_lr: float = 0.01, n_tasks: int = 600,
-                        device="auto") -> dict:
-    """The paper's test protocol on a saved model: fixed test tasks, fine-tune, mean ± 95% CI."""
     device = resolve_device(device)
     model, config = load_model(path, device)
-    tasks = sine_test_tasks(n_tasks, shots, 100, TEST_SEED, device)
-    result = evaluate(model, P.get_params(model), tasks, loss_function(config.task), inner_lr, inner_steps)
-    return {"checkpoint": str(path), "algo": config.algo, "metric": result.metric,
-            "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95]}
+    if data_dir is not None:
+        config = Config.from_dict({**config.to_dict(), "data_dir": str(data_dir)})
+    protocol = {**eval_protocol(config.task, config.algo), **{k: v for k, v in protocol.items() if v is not None}}
+    tasks = fixed_tasks(config, "test", n_tasks, protocol["shots"], device)
+    result = evaluate(model, P.get_params(model), tasks, loss_function(config.task), protocol["inner_lr"],
+                      protocol["inner_steps"], metric_name(config.task), inner_optimizer=protocol["inner_optimizer"])
+    return {"checkpoint": str(path), "algo": config.algo, "task": config.task, "metric": result.metric,
+            "protocol": protocol, "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95]}

@@ -64,6 +64,7 @@ def test_bad_input_one_clear_message(args, message):
 def test_diverging_run_exits_nonzero_and_keeps_checkpoint(checkpoint, tmp_path):
     out = tmp_path / "d.pt"
     out.write_bytes(checkpoint.read_bytes())
-    result = run_cli("train", "--inner-lr", "1000", "--inner-steps", "3", "--iterations", "200", "--out", str(out), "--no-progress")
+    result = run_cli("train", "--inner-lr", "1000", "--inner-steps", "3", "--iterations", "200",
+                     "--out", str(out), "--no-progress")
     assert result.returncode != 0 and "diverged at iteration" in result.stderr and "--inner-lr" in result.stderr
     assert out.read_bytes() == checkpoint.read_bytes()

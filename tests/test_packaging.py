@@ -23,7 +23,7 @@ def test_environment_yml_matches_pyproject():
     for line in (ROOT / "environment.yml").read_text().splitlines():
         if line.startswith("dependencies:"):
             in_deps = True
-        elif in_deps and re.match(r"^  - [A-Za-z]", line):
+        elif in_deps and re.match(r"^  - [A-Za-z]", line) and not line.endswith(":"):
             conda.append(line[4:])
     conda_names = {CONDA_NAMES.get(n, n) for n in requirement_names(conda)} - {"python", "pip"}
     assert conda_names == pip_names

@@ -12,7 +12,7 @@ from mamlkit.tasks import sample_sine_tasks
 
 def setup(device, n=3, seed=0):
     torch.manual_seed(seed)
-    model = MLP((1, 8, 8, 1)).double().to(device)
+    model = MLP((1, 8, 8, 1), init="torch").double().to(device)
     tasks = sample_sine_tasks(n, 6, 6, torch.Generator().manual_seed(seed), device, torch.float64)
     return model, P.get_params(model), tasks
 
@@ -73,7 +73,7 @@ def test_batched_reptile_equals_loop(device):
 def test_adam_inner_loop_matches_torch_adam(device):
     model, params, tasks = setup(device, n=1)
     phi = reptile.adapt_task(model, params, tasks[0], F.mse_loss, 0.01, 4, "adam")
-    copy = MLP((1, 8, 8, 1)).double().to(device)
+    copy = MLP((1, 8, 8, 1), init="torch").double().to(device)
     copy.load_state_dict({k: v.detach() for k, v in params.items()})
     opt = torch.optim.Adam(copy.parameters(), lr=0.01, betas=(0.0, 0.999))
     for _ in range(4):

@@ -1,0 +1,1 @@
+"""Dataset loaders (Omniglot: download, verify, cache)."""

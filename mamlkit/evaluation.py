@@ -1,0 +1,111 @@
+"""Honest evaluation: fine-tune on each fixed test task's support set for 1..k steps and report the
+query MSE (or accuracy) after each, as mean ± 95% CI over the tasks.
+
+Introduced in notebook 04_maml.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from . import maml
+from . import params as P
+from .batched import check_batchable
+from .params import forward
+from .tasks import Task
+
+
+@dataclass
+class EvalResult:
+    """Query metric after 0..k inner steps: per task, mean and 95% CI half-width (1.96 σ / √n)."""
+
+    steps: list
+    per_task: Tensor  # (tasks, steps + 1)
+    metric: str
+
+    @property
+    def mean(self) -> Tensor:
+        return self.per_task.mean(0)
+
+    @property
+    def ci95(self) -> Tensor:
+        return 1.96 * self.per_task.std(0, unbiased=True) / math.sqrt(self.per_task.shape[0])
+
+    def at(self, step: int) -> tuple[float, float]:
+        return float(self.mean[step]), float(self.ci95[step])
+
+
+def score(pred: Tensor, y: Tensor, metric: str) -> Tensor:
+    """Per-task metric over the last dims: MSE, or accuracy of the arg-max class."""
+    if metric == "accuracy":
+        return (pred.argmax(-1) == y).float().flatten(1).mean(-1)
+    return ((pred - y) ** 2).flatten(1).mean(-1)
+
+
+def trajectory(model: nn.Module, params: P.Params, x: Tensor, y: Tensor, loss_fn, inner_lr: float,
+               inner_steps: int, inner_optimizer: str = "sgd"):
+    """Yield the parameters before and after each of ``inner_steps`` fine-tuning steps (no graph)."""
+    phi = P.detach(params, requires_grad=True)
+    yield P.detach(phi)
+    if inner_optimizer == "adam":
+        optimizer = torch.optim.Adam(phi.values(), lr=inner_lr, betas=(0.0, 0.999))
+        for _ in range(inner_steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(forward(model, phi, x), y).backward()
+            optimizer.step()
+            yield P.detach(phi)
+        return
+    for _ in range(inner_steps):
+        phi = P.detach(maml.inner_update(model, phi, x, y, loss_fn, inner_lr, first_order=True), requires_grad=True)
+        yield P.detach(phi)
+
+
+def batchable(model: nn.Module) -> bool:
+    try:
+        check_batchable(model)
+    except ValueError:
+        return False
+    return True
+
+
+def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr: float, inner_steps: int = 10,
+             metric: str = "mse", batched: bool | None = None, inner_optimizer: str = "sgd") -> EvalResult:
+    """Adapt on each task's support set for 1..``inner_steps`` steps (SGD with the same step size,
+    reusing the support set every step, as the MAML paper; or Adam for Reptile's Omniglot protocol)
+    and score the query set after each step.
+    """
+    maml.check_hyper(inner_lr, inner_steps)
+    if batched is None:
+        batched = inner_optimizer == "sgd" and batchable(model)
+    if batched:
+        return _evaluate_batched(model, params, tasks, loss_fn, inner_lr, inner_steps, metric)
+    rows = []
+    for task in tasks:
+        row = []
+        for phi in trajectory(model, params, task.x_support, task.y_support, loss_fn, inner_lr, inner_steps,
+                              inner_optimizer):
+            with torch.no_grad():
+                row.append(score(forward(model, phi, task.x_query)[None], task.y_query[None], metric)[0])
+        rows.append(torch.stack(row))
+    return EvalResult(list(range(inner_steps + 1)), torch.stack(rows).cpu(), metric)
+
+
+def _evaluate_batched(model, params, tasks: Task, loss_fn, inner_lr, inner_steps, metric) -> EvalResult:
+    params = {k: v.detach().unsqueeze(0).expand(len(tasks), *v.shape) for k, v in params.items()}
+    batch_forward = torch.func.vmap(lambda p, x: forward(model, p, x))
+
+    def step(p, x, y):
+        g = torch.func.grad(lambda q: loss_fn(forward(model, q, x), y))(p)
+        return {k: p[k] - inner_lr * g[k] for k in p}
+
+    rows = []
+    for i in range(inner_steps + 1):
+        with torch.no_grad():
+            rows.append(score(batch_forward(params, tasks.x_query), tasks.y_query, metric))
+        if i < inner_steps:
+            params = torch.func.vmap(step)(params, tasks.x_support, tasks.y_support)
+    return EvalResult(list(range(inner_steps + 1)), torch.stack(rows, 1).cpu(), metric)
