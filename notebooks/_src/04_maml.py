@@ -110,7 +110,9 @@ results = {algo: training.evaluate(run.model, params.get_params(run.model), test
 for algo, result in results.items():
     cells = "  ".join(f"{k} steps: {result.at(k)[0]:.3f} ± {result.at(k)[1]:.3f}" for k in (0, 1, 10))
     print(f"{algo:9s} {cells}")
-assert results["maml"].mean[10] < results["maml"].mean[0], "adaptation should lower MAML's query error"
+if full["maml"].iteration >= 10_000:  # the shipped checkpoints (not a short stand-in run)
+    (maml_1, ci_1), (base_10, ci_10) = results["maml"].at(1), results["pretrain"].at(10)
+    assert maml_1 + ci_1 < base_10 - ci_10, "MAML after 1 step should beat the baseline after 10 steps"
 
 # %%
 plots.plot_eval(results);
