@@ -10,6 +10,7 @@ import torch
 
 from . import __version__
 from .checkpoint import CheckpointError
+from .distributed import init_from_env
 from .config import ALGOS, DEFAULTS, TASKS, Config
 from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve_device
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-every", type=int, default=1000)
     t.add_argument("--checkpoint-every", type=int, default=1000)
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--max-minutes", type=float, help="stop (checkpointed, resumable) after this much wall time")
     _common(t)
     t.add_argument("--out", help="checkpoint path (default: runs/TASK-ALGO-seedSEED.pt)")
 
@@ -75,7 +77,8 @@ def train(args) -> None:
                     ways=args.ways, split=args.split, data_dir=args.data_dir,
                     checkpoint_every=args.checkpoint_every).resolved()
     out = args.out or f"runs/{config.task}-{config.algo}-seed{config.seed}.pt"
-    run = meta_train(config, out, args.device, args.resume, progress=not args.no_progress)
+    run = meta_train(config, out, args.device, args.resume, progress=not args.no_progress,
+                     max_minutes=args.max_minutes)
     print(f"saved {out} after {run.iteration} iterations; validation loss {run.history['val_loss'][-1]:.4f}")
 
 
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     try:
+        args.device = init_from_env(args.device)
         resolve_device(args.device)
         {"train": train, "evaluate": evaluate}[args.command](args)
     except (ValueError, CheckpointError, TrainingDiverged) as e:

@@ -41,6 +41,19 @@ def adapt_task(model: nn.Module, params: Params, task: Task, loss_fn: LossFn, in
     return P.detach(phi)
 
 
+def mean_adapted(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
+                 inner_steps: int, inner_optimizer: str = "sgd", batched: bool = False) -> Params:
+    """mean_i φ_i over the tasks of a batch (no graph kept)."""
+    check_hyper(inner_lr, inner_steps)
+    if batched and inner_optimizer == "sgd" and isinstance(tasks, Task):
+        from .batched import adapt_batched
+
+        phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, loss_fn,
+                             inner_lr, inner_steps, first_order=True)
+        return {k: v.detach().mean(0) for k, v in phis.items()}
+    return P.mean([adapt_task(model, params, t, loss_fn, inner_lr, inner_steps, inner_optimizer) for t in tasks])
+
+
 def reptile_step(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
                  inner_steps: int, outer_lr: float, inner_optimizer: str = "sgd",
                  batched: bool = False) -> Params:
@@ -48,18 +61,9 @@ def reptile_step(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn,
 
     ``outer_lr`` is ε (anneal it linearly to 0 by passing a smaller value each step).
     """
-    check_hyper(inner_lr, inner_steps)
     if not 0 <= outer_lr:
         raise ValueError(f"outer_lr (epsilon) must be >= 0, got {outer_lr}")
-    if batched and inner_optimizer == "sgd" and isinstance(tasks, Task):
-        from .batched import adapt_batched
-
-        phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, loss_fn,
-                             inner_lr, inner_steps, first_order=True)
-        mean_phi = {k: v.detach().mean(0) for k, v in phis.items()}
-    else:
-        phis = [adapt_task(model, params, t, loss_fn, inner_lr, inner_steps, inner_optimizer) for t in tasks]
-        mean_phi = P.mean(phis)
+    mean_phi = mean_adapted(model, params, tasks, loss_fn, inner_lr, inner_steps, inner_optimizer, batched)
     with torch.no_grad():
         return P.lerp(P.detach(params), mean_phi, outer_lr)
 

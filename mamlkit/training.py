@@ -6,6 +6,7 @@ Introduced in notebook 04_maml.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import maml, reptile
+from . import distributed, maml, reptile
 from . import params as P
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (load_checkpoint is API)
 from .config import Config, eval_protocol
 from .evaluation import EvalResult, batchable, evaluate  # noqa: F401  (part of this module's API)
 from .families import VAL_SEED, TrainingTasks, build_model, fixed_tasks, loss_function, metric_name  # noqa: F401
@@ -116,24 +117,33 @@ def load_model(path, device="cpu") -> tuple[nn.Module, Config]:
 
 
 def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
-    """One outer update of the configured algorithm; returns the loss it optimised (Reptile: |Δθ|)."""
+    """One outer update of the configured algorithm; returns the loss it optimised (Reptile: |Δθ|).
+
+    Under ``torchrun`` each process takes its share of ``tasks`` and the results are summed.
+    """
     cfg, model = run.config, run.model
     params, loss_fn = P.get_params(model), loss_function(cfg.task)
+    mine, weight = distributed.shard(tasks)
     if cfg.algo == "reptile":
         eps = cfg.outer_lr * (1 - run.iteration / cfg.iterations) if cfg.anneal else cfg.outer_lr
-        new = reptile.reptile_step(model, params, tasks, loss_fn, cfg.inner_lr, cfg.inner_steps, eps,
-                                   cfg.inner_optimizer, batched)
+        mean_phi = reptile.mean_adapted(model, params, mine, loss_fn, cfg.inner_lr, cfg.inner_steps,
+                                        cfg.inner_optimizer, batched)
+        if weight != 1.0:
+            mean_phi = {k: v * weight for k, v in mean_phi.items()}
+            distributed.all_reduce_(mean_phi.values())
+        new = P.lerp(P.detach(params), mean_phi, eps)  # θ + ε (mean_i φ_i − θ)
         move = P.norm(P.sub(new, params)).detach()  # NaN if the step diverged
         reptile.apply_params(params, new)
         return move
     run.optimizer.zero_grad(set_to_none=True)
     if cfg.algo == "pretrain":
-        loss = joint_loss(model, params, tasks, loss_fn)
+        loss = joint_loss(model, params, mine, loss_fn)
     else:
-        loss = maml.maml_loss(model, params, tasks, loss_fn, cfg.inner_lr, cfg.inner_steps, cfg.first_order, batched)
-    loss.backward()
+        loss = maml.maml_loss(model, params, mine, loss_fn, cfg.inner_lr, cfg.inner_steps, cfg.first_order, batched)
+    (loss * weight).backward()
+    distributed.all_reduce_([p.grad for p in params.values()])
     run.optimizer.step()
-    return loss.detach()
+    return distributed.reduce_mean(loss.detach(), weight)
 
 
 def validate(run: Run, tasks: Task) -> float:
@@ -146,12 +156,14 @@ def validate(run: Run, tasks: Task) -> float:
 
 
 def meta_train(config: Config, out=None, device="cpu", resume: bool = False, progress: bool = True,
-               log_every: int = 100) -> Run:
+               log_every: int = 100, max_minutes: float | None = None) -> Run:
     """Train with ``config``; checkpoint to ``out`` every ``checkpoint_every`` iterations.
 
     With ``resume=True`` and an existing ``out``, continue from it: the result equals an
     uninterrupted run. A non-finite loss raises ``TrainingDiverged`` before anything is saved.
+    ``max_minutes`` stops early (checkpointed, resumable) once that much wall time has passed.
     """
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     device = resolve_device(device)
     config = config.resolved()
     resuming = resume and out is not None and Path(out).exists()
@@ -161,17 +173,21 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, pro
     source = TrainingTasks(cfg, device)
     val_tasks = fixed_tasks(cfg, "val", cfg.val_tasks, eval_protocol(cfg.task, cfg.algo)["shots"], device)
     losses: list[Tensor] = []
-    bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not progress, desc=cfg.algo)
+    bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not (progress and distributed.is_main()),
+               desc=cfg.algo)
     while run.iteration < cfg.iterations:
         losses.append(outer_step(run, source.sample(cfg.meta_batch_size, run.generator), batched))
         run.iteration += 1
         bar.update(1)
-        done = run.iteration == cfg.iterations
+        done = run.iteration == cfg.iterations or (
+            deadline is not None and distributed.any_true(time.monotonic() > deadline))
         if len(losses) == log_every or done or run.iteration % cfg.checkpoint_every == 0:
             _log(run, torch.stack(losses), val_tasks, done, bar)
             losses = []
-        if out is not None and (done or run.iteration % cfg.checkpoint_every == 0):
+        if out is not None and distributed.is_main() and (done or run.iteration % cfg.checkpoint_every == 0):
             save_checkpoint(run.state(), out)
+        if done:
+            break
     bar.close()
     return run
 

@@ -1,0 +1,75 @@
+"""Data parallelism over the meta-batch with ``torch.distributed``: each process adapts its share
+of the tasks, meta-gradients (or Reptile's mean φ) are summed across processes, so every process
+takes the same outer step as a single process would on the whole meta-batch.
+
+Started the standard way: ``torchrun --nproc-per-node N -m mamlkit train ...``
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .tasks import Task
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not running distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def init_from_env(device: str = "auto") -> str:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); returns the device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return "cpu"
+
+
+def shard(tasks: Task) -> tuple[Task, float]:
+    """This process's tasks and the weight (its share of the meta-batch) of their mean loss."""
+    rank, size = world()
+    if size == 1:
+        return tasks, 1.0
+    if len(tasks) < size:
+        raise ValueError(f"meta_batch_size {len(tasks)} is smaller than the {size} processes; raise it")
+    mine = tasks[rank::size]
+    return mine, len(mine) / len(tasks)
+
+
+def all_reduce_(tensors) -> None:
+    """Sum tensors in place across processes (no-op when not distributed)."""
+    if world()[1] == 1:
+        return
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def reduce_mean(value: Tensor, weight: float) -> Tensor:
+    """The weighted sum across processes of a per-process mean (the meta-batch mean)."""
+    value = value * weight
+    all_reduce_([value])
+    return value
+
+
+def any_true(flag: bool) -> bool:
+    """True on every process if it is true on any (so all stop at the same iteration)."""
+    if world()[1] == 1:
+        return flag
+    t = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
