@@ -175,10 +175,10 @@ def first_order_explorer(model, tasks, inner_lr: float = 0.01, steps: int = 1) -
     def draw(ax, inner_lr, inner_steps):
         full, first, cosine = gradient_agreement(model, params, tasks, inner_lr, inner_steps)
         ax.plot(full, first, ".", color=plots.color("fomaml"), ms=3, alpha=0.6)
-        lim = float(torch.cat([full, first]).abs().max())
+        lim = float(torch.cat([full, first]).abs().nan_to_num(0.0, 0.0, 0.0).max()) or 1.0
         ax.plot([-lim, lim], [-lim, lim], "--", color="k", lw=0.8, label="agreement")
-        ax.set(xlabel="MAML meta-gradient component", ylabel="FOMAML component",
-               title=f"cosine similarity {cosine:.3f}")
+        title = f"cosine similarity {cosine:.3f}" if math.isfinite(cosine) else "diverged: lower α or the steps"
+        ax.set(xlabel="MAML meta-gradient component", ylabel="FOMAML component", title=title)
         ax.legend(fontsize="x-small")
         return {"cosine": cosine}
     return Explorer(controls, draw, figsize=(4.2, 3.6))
@@ -195,7 +195,7 @@ def line_tasks(n: int = 4, shots: int = 5, seed: int = 0) -> Task:
 
 def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
     """ε, k and α → one Reptile step for a linear model in its 2-D parameter plane (slope, intercept),
-    next to one step of joint training: they coincide when k = 1."""
+    next to the same move made with k steps of joint training: they coincide when k = 1."""
     model, tasks = nn.Linear(1, 1), line_tasks(n_tasks, seed=seed)
     theta = {"weight": torch.tensor([[-1.5]]), "bias": torch.tensor([1.5])}
     controls = {"outer_lr": W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="ε (outer_lr)", **SLIDER),
@@ -213,9 +213,9 @@ def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
             ax.plot(*xy(path[-1]), "o", color=plots.color("reptile"), ms=3)
             ax.plot(*task.info.tolist(), "*", color=f"C{3 + i}", ms=10, label=f"task {i} optimum")
         new = reptile.reptile_step(model, theta, tasks, F.mse_loss, inner_lr, inner_steps, outer_lr)
-        joint = joint_step(model, theta, tasks, inner_lr * outer_lr)
+        joint = P.lerp(theta, joint_step(model, theta, tasks, inner_lr, inner_steps), outer_lr)
         ax.plot(*xy(theta), "ko", ms=7, label="θ")
-        ax.plot(*xy(joint), "s", color=plots.color("pretrain"), ms=8, label="joint training step")
+        ax.plot(*xy(joint), "s", color=plots.color("pretrain"), ms=8, label="same with joint training")
         ax.plot(*xy(new), "o", color=plots.color("reptile"), ms=7, label="Reptile: θ + ε(mean φ − θ)")
         gap = float(P.norm(P.sub(new, joint)))
         ax.set(xlabel="slope (weight)", ylabel="intercept (bias)",
@@ -225,12 +225,14 @@ def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
     return Explorer(controls, draw, figsize=(5.0, 3.8))
 
 
-def joint_step(model, params, tasks, lr: float):
-    """One gradient step of lr on the mean support loss of all tasks (joint training, no inner loop)."""
-    params = P.detach(params, requires_grad=True)
-    loss = torch.stack([F.mse_loss(P.forward(model, params, t.x_support), t.y_support) for t in tasks]).mean()
-    grads = torch.autograd.grad(loss, list(params.values()))
-    return {k: (v - lr * g).detach() for (k, v), g in zip(params.items(), grads)}
+def joint_step(model, params, tasks, lr: float, steps: int = 1):
+    """``steps`` gradient steps of ``lr`` on the mean support loss of all tasks pooled (joint training)."""
+    for _ in range(steps):
+        params = P.detach(params, requires_grad=True)
+        loss = torch.stack([F.mse_loss(P.forward(model, params, t.x_support), t.y_support) for t in tasks]).mean()
+        grads = torch.autograd.grad(loss, list(params.values()))
+        params = {k: (v - lr * g).detach() for (k, v), g in zip(params.items(), grads)}
+    return params
 
 
 class Quiz(W.VBox):

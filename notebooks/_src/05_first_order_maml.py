@@ -1,0 +1,176 @@
+# %% [markdown]
+# # 05 · First-Order MAML: dropping the second-order term
+#
+# **In this notebook you will**
+# - write the First-Order MAML (FOMAML) update and see the one switch that turns MAML into it;
+# - measure how well its meta-gradient agrees with MAML's (cosine similarity);
+# - measure, live, the time and memory of MAML, FOMAML and Reptile for 1 to 5 inner steps, and
+#   explain the difference;
+# - compare the accuracy of the trained MAML and FOMAML models.
+#
+# **Prerequisites:** notebook 03 (the meta-gradient and its Hessian term), notebook 04 (MAML).
+
+# %%
+import torch
+import torch.nn.functional as F
+from matplotlib import pyplot as plt
+
+from mamlkit import checks, maml, params, plots, reptile, tasks, training, widgets
+from mamlkit.notebook import fast, load_or_train, measure_cost, setup_notebook
+
+device = setup_notebook(seed=0)
+
+# %% [markdown]
+# ## 1. The first-order approximation
+#
+# MAML's meta-gradient for one inner step is $(I - \alpha H)\,\nabla_{\theta'}\mathcal{L}_{\text{query}}(\theta'_i)$.
+# The Hessian $H$ is expensive: backpropagating through the inner step means differentiating a
+# gradient. **First-Order MAML** (Finn et al. 2017, §5.2) simply drops it:
+#
+# $$\nabla_\theta \mathcal{L}(\theta'_i, \mathcal{T}_i) \approx \nabla_{\theta'} \mathcal{L}(\theta'_i, \mathcal{T}_i),
+# \qquad \theta \leftarrow \theta - \beta \sum_i \nabla_{\theta'} \mathcal{L}(\theta'_i, \mathcal{T}_i).$$
+#
+# The adapted parameters are computed exactly as before; only the *gradient* through the inner
+# step is cut. In `mamlkit` that is one argument, which reaches `create_graph=not first_order`
+# inside `maml.inner_update`.
+
+# %%
+runs = {algo: load_or_train(algo) for algo in ["maml", "fomaml"]}
+maml_model = runs["maml"].model
+theta = params.detach(params.get_params(maml_model), requires_grad=True)
+meta_batch = tasks.sample_sine_tasks(25, shots=10, queries=10, generator=torch.Generator().manual_seed(5))
+
+def meta_gradient(first_order, inner_lr=0.01, inner_steps=1):
+    loss = maml.maml_loss(maml_model, theta, meta_batch, F.mse_loss, inner_lr, inner_steps, first_order=first_order)
+    return params.flatten(dict(zip(theta, torch.autograd.grad(loss, list(theta.values())))))
+
+second, first = meta_gradient(first_order=False), meta_gradient(first_order=True)
+print("MAML   meta-gradient norm:", second.norm().item())
+print("FOMAML meta-gradient norm:", first.norm().item())
+
+# %% [markdown]
+# ## 2. Gradient agreement
+#
+# How close is the approximation? The **cosine similarity** $\frac{g_{\text{MAML}} \cdot g_{\text{FO}}}{\lVert g_{\text{MAML}}\rVert\,\lVert g_{\text{FO}}\rVert}$
+# is 1 when both point the same way. The dropped term is $\alpha H \nabla \mathcal{L}_{\text{query}}$,
+# so agreement should fall as $\alpha$ and the number of inner steps grow.
+
+# %%
+cosine = F.cosine_similarity(second, first, dim=0).item()
+print(f"cosine similarity at α = 0.01, one step: {cosine:.3f}")
+assert cosine > 0.5
+
+# %%
+for inner_lr in [0.001, 0.01, 0.05]:
+    row = [widgets.gradient_agreement(maml_model, theta, meta_batch, inner_lr, k)[2] for k in (1, 3, 5)]
+    print(f"α = {inner_lr:<6}" + "".join(f"  {k} steps: {c:.3f}" for k, c in zip((1, 3, 5), row)))
+
+# %% [markdown]
+# ## 3. Time and memory, measured live
+#
+# For 1 to 5 inner steps we time one meta-gradient on 10 tasks and count the bytes of the tensors
+# autograd keeps for the backward pass (`torch.autograd.graph.saved_tensors_hooks`, peak alive at once):
+#
+# - **MAML** (second order) keeps the graph of *every* inner step, since it differentiates through all of them;
+# - **FOMAML** keeps only the last forward pass on the query set;
+# - **Reptile** (notebook 06) never differentiates through the inner loop: it just runs $k$ SGD steps.
+
+# %%
+small_batch = meta_batch[:10]  # the first 10 tasks
+
+def maml_cost(first_order, k):
+    def run():
+        loss = maml.maml_loss(maml_model, theta, small_batch, F.mse_loss, 0.01, k, first_order=first_order)
+        torch.autograd.grad(loss, list(theta.values()))
+    return measure_cost(run, repeats=fast(3, 1))
+
+def reptile_cost(k):
+    return measure_cost(lambda: reptile.reptile_step(maml_model, theta, small_batch, F.mse_loss, 0.01, k, 0.1),
+                        repeats=fast(3, 1))
+
+steps = [1, 2, 3, 4, 5]
+cost = {"maml": [maml_cost(False, k) for k in steps], "fomaml": [maml_cost(True, k) for k in steps],
+        "reptile": [reptile_cost(k) for k in steps]}
+for name, rows in cost.items():
+    print(f"{name:8s}", "  ".join(f"{k}: {1000 * t:5.1f} ms {b / 1024:6.0f} kB" for k, (t, b) in zip(steps, rows)))
+
+# %%
+fig, (ax_time, ax_memory) = plt.subplots(1, 2, figsize=(9, 3))
+plots.plot_cost(steps, {n: [1000 * t for t, _ in rows] for n, rows in cost.items()}, "time per meta-gradient (ms)", ax_time)
+plots.plot_cost(steps, {n: [b / 1024 for _, b in rows] for n, rows in cost.items()}, "saved for backward (kB)", ax_memory);
+
+# %% [markdown]
+# Memory is the clear signal: MAML's grows linearly with the number of inner steps, FOMAML's and
+# Reptile's stay flat. Time grows for all three (each runs $k$ inner steps), but MAML pays more per
+# step, since its backward pass goes through every inner step again, second derivatives included.
+# On a big network (notebook 08) this is the difference between fitting on a GPU or not.
+
+# %%
+memory = {name: [b for _, b in rows] for name, rows in cost.items()}
+assert memory["maml"][-1] > 2.5 * memory["maml"][0], "MAML's memory should grow with the steps"
+assert max(memory["fomaml"]) < 1.2 * min(memory["fomaml"]) and max(memory["reptile"]) < 1.2 * min(memory["reptile"])
+
+# %% [markdown]
+# ## 4. Does dropping the term hurt?
+#
+# The paper found FOMAML almost as good as MAML on sine waves and on images. The full FOMAML run
+# (`data/sinusoid-fomaml.pt`) against MAML, on the same test tasks:
+
+# %%
+test = tasks.sine_test_tasks(fast(600, 100))
+results = {algo: training.evaluate(run.model, params.get_params(run.model), test, F.mse_loss, 0.01, 10)
+           for algo, run in runs.items()}
+for algo, result in results.items():
+    print(f"{algo:7s}", "  ".join(f"{k} steps: {result.at(k)[0]:.3f} ± {result.at(k)[1]:.3f}" for k in (0, 1, 10)))
+plots.plot_eval(results);
+
+# %% [markdown]
+# ## 5. Explore: agreement against α and the number of steps
+#
+# Each dot is one component of the meta-gradient: MAML on the x axis, FOMAML on the y axis. On the
+# diagonal they agree. Raise $\alpha$ or the steps and the cloud spreads.
+
+# %%
+explorer = widgets.first_order_explorer(maml_model, small_batch)
+explorer
+
+# %% [markdown]
+# ## Summary
+#
+# - FOMAML drops the Hessian term: its meta-gradient is the query gradient at $\theta'_i$ (`first_order=True`).
+# - Its agreement with MAML is high for small $\alpha$ and few steps, and falls as they grow.
+# - MAML's memory grows linearly with the inner steps; FOMAML's and Reptile's stay flat.
+# - On sine waves the accuracy cost is small.
+
+# %% [markdown]
+# ## Check yourself
+
+# %%
+widgets.quiz("What does First-Order MAML drop?",
+             ["the inner loop", "the second-order (Hessian) term of the meta-gradient", "the query set"], 1,
+             "It keeps the adaptation but treats the inner gradient as a constant: no ∇² term.")
+
+# %%
+widgets.quiz("Why does MAML's memory grow with the number of inner steps?",
+             ["it stores every task", "it keeps the graph of every inner step to differentiate through it",
+              "Adam keeps more state"], 1,
+             "Backpropagating through k steps needs the activations of all k of them.")
+
+# %%
+widgets.quiz("When does FOMAML's meta-gradient agree best with MAML's?",
+             ["small α and few inner steps", "large α", "many inner steps"], 0,
+             "The dropped term is α H ∇L_query: it vanishes as α → 0.")
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 5.1 — the first-order meta-gradient of one task.** Take one inner step on the support
+# set, then return $\nabla_{\theta'}\mathcal{L}_{\text{query}}(\theta')$ as a dict name → tensor,
+# without any Hessian term.
+
+# %%
+def first_order_gradient(model, params, task, loss_fn, inner_lr):
+    raise NotImplementedError
+
+
+checks.check_first_order(first_order_gradient)

@@ -1,0 +1,162 @@
+# %% [markdown]
+# # 06 · Reptile: move toward the adapted parameters
+#
+# **In this notebook you will**
+# - write the Reptile update $\theta \leftarrow \theta + \varepsilon(\bar\phi - \theta)$ and check it
+#   against `reptile.reptile_step`;
+# - show numerically that with $k = 1$ inner step Reptile *is* joint training (no meta-learning),
+#   and that with $k > 1$ it is not;
+# - relate Reptile to MAML and FOMAML through their expected updates;
+# - watch one Reptile step in the 2-D parameter plane of a linear model.
+#
+# **Prerequisites:** notebooks 02 (inner update) and 05 (First-Order MAML).
+
+# %%
+import torch
+import torch.nn.functional as F
+
+from mamlkit import checks, maml, models, params, reptile, tasks, widgets
+from mamlkit.config import Config
+from mamlkit.notebook import setup_notebook
+
+device = setup_notebook(seed=0)
+
+# %% [markdown]
+# ## 1. The update
+#
+# **Reptile** (Nichol, Achiam & Schulman 2018) needs no query set and no gradient through the inner
+# loop. For each task of the meta-batch, run $k$ SGD steps on its data from $\theta$ and call the
+# result $\phi_i$ (the adapted $\theta'_i$); then move the initialization a fraction $\varepsilon$ of the
+# way toward their mean:
+#
+# $$\phi_i = \theta - \alpha \sum_{j=0}^{k-1} \nabla \mathcal{L}(\phi_i^{(j)}, \mathcal{T}_i), \qquad
+# \theta \leftarrow \theta + \varepsilon \Big(\frac{1}{n}\sum_i \phi_i - \theta\Big).$$
+#
+# Like the athlete who, after a little practice in each sport, settles on a general fitness close to
+# what every sport asked for. $(\theta - \bar\phi)$ plays the role of a gradient, and $\varepsilon$ (`outer_lr`)
+# of its step size.
+
+# %%
+model = models.MLP().double()   # float64, so that "equal" below means equal to ~1e-15
+theta = params.detach(params.get_params(model))
+meta_batch = tasks.sample_sine_tasks(5, shots=10, queries=10, generator=torch.Generator().manual_seed(0),
+                                     dtype=torch.float64)
+inner_lr, inner_steps, outer_lr = 0.01, 5, 0.5   # α, k, ε
+
+phis = [reptile.adapt_task(model, theta, task, F.mse_loss, inner_lr, inner_steps) for task in meta_batch]  # φ_i
+by_hand = params.lerp(theta, params.mean(phis), outer_lr)                                                 # θ + ε(φ̄ − θ)
+library = reptile.reptile_step(model, theta, meta_batch, F.mse_loss, inner_lr, inner_steps, outer_lr)
+for name in theta:
+    torch.testing.assert_close(by_hand[name], library[name])
+print("θ + ε (mean φ − θ) == reptile.reptile_step ✔")
+
+# %% [markdown]
+# `reptile_step` returns the new parameters; `reptile.apply_params` copies them into the model.
+# No `backward` anywhere: this is why Reptile's memory stayed flat in notebook 05.
+#
+# ## 2. With k = 1, Reptile is joint training
+#
+# With a single inner step, $\phi_i - \theta = -\alpha \nabla \mathcal{L}(\theta, \mathcal{T}_i)$, so
+#
+# $$\theta + \varepsilon(\bar\phi - \theta) = \theta - \varepsilon\alpha\, \nabla_\theta \frac{1}{n}\sum_i \mathcal{L}(\theta, \mathcal{T}_i):$$
+#
+# one SGD step of size $\varepsilon\alpha$ on the average loss of all tasks pooled: joint training,
+# the pretrained baseline of notebook 04. For a fair comparison at any $k$ we let joint training make
+# the *same* move: $k$ SGD steps of size $\alpha$ on the pooled loss, then a fraction $\varepsilon$ of the way.
+# Numerically:
+
+# %%
+def gap_to_joint(k):
+    new = reptile.reptile_step(model, theta, meta_batch, F.mse_loss, inner_lr, k, outer_lr)
+    pooled = widgets.joint_step(model, theta, meta_batch, inner_lr, steps=k)   # k SGD steps on mean_i L_i
+    joint = params.lerp(theta, pooled, outer_lr)
+    return (params.norm(params.sub(new, joint)) / params.norm(params.sub(joint, theta))).item()
+
+gaps = {k: gap_to_joint(k) for k in [1, 2, 3, 5, 10]}
+for k, gap in gaps.items():
+    print(f"k = {k:2d}: |Reptile − joint| / |joint move| = {gap:.2e}")
+assert gaps[1] < 1e-10, "k = 1 must equal joint training"
+assert all(gaps[k] > max(1e-3, 100 * gaps[1]) for k in [2, 3, 5, 10]), "k > 1 must differ"
+
+# %% [markdown]
+# With $k = 1$ the two agree to rounding error. With $k > 1$ they differ: each task's
+# later steps start from *its own* $\phi_i^{(j)}$, so they see that task's curvature, which pooled
+# training averages away.
+#
+# ## 3. Where the meta-learning comes from (k > 1)
+#
+# Nichol et al. expand two inner steps to second order in $\alpha$. Write $\bar g_j$ for the gradient
+# and $\bar H_j$ for the Hessian of the loss on the $j$-th batch of a task, both at $\theta$. Then
+#
+# $$g_{\text{MAML}} = \bar g_2 - \alpha \bar H_2 \bar g_1 - \alpha \bar H_1 \bar g_2, \quad
+#   g_{\text{FOMAML}} = \bar g_2 - \alpha \bar H_2 \bar g_1, \quad
+#   g_{\text{Reptile}} = \bar g_1 + \bar g_2 - \alpha \bar H_2 \bar g_1 \quad (+\,O(\alpha^2)).$$
+#
+# In expectation over tasks and batches, $\mathbb{E}[\bar H_2 \bar g_1] = \tfrac12 \nabla \mathbb{E}[\bar g_1 \cdot \bar g_2]$:
+# all three contain a term that **increases the inner product between gradients of different batches of
+# the same task**, i.e. that makes one step on some data of a task help on the rest of it. That is
+# fast adaptation. MAML weights this term twice, FOMAML and Reptile once; with $k = 1$ Reptile has no
+# $\bar g_2$, so the term vanishes and only joint training is left.
+#
+# ## 4. The training protocol
+#
+# `Config(algo="reptile")` uses SGD in the inner loop, $k = 5$ steps, $\alpha = 0.01$, and $\varepsilon = 1$
+# annealed linearly to 0 over training (Reptile takes big outer steps early on). The full run is
+# `data/sinusoid-reptile.pt`, compared with the others in notebook 07.
+
+# %%
+config = Config(algo="reptile").resolved()
+{k: getattr(config, k) for k in ["inner_lr", "inner_steps", "outer_lr", "meta_batch_size", "anneal"]}
+
+# %% [markdown]
+# ## 5. Explore: one Reptile step in a 2-D parameter plane
+#
+# A linear model $y = w x + b$ has two parameters, so the whole update fits in a picture. Four
+# line-fitting tasks have their optima (stars). From $\theta$ (black), each task runs $k$ SGD steps
+# (green paths) to $\phi_i$; Reptile moves $\theta$ a fraction $\varepsilon$ toward their mean. The grey
+# square makes the same move with $k$ steps of joint training on the pooled tasks. With $k = 1$ the two
+# coincide; raise $k$ and they part.
+
+# %%
+explorer = widgets.reptile_explorer()
+explorer
+
+# %% [markdown]
+# ## Summary
+#
+# - Reptile: $k$ SGD steps per task to $\phi_i$, then $\theta \leftarrow \theta + \varepsilon(\bar\phi - \theta)$:
+#   no query set, no second derivatives, flat memory.
+# - With $k = 1$ it equals joint training (shown to rounding error); with $k > 1$ it does not.
+# - For $k > 1$ its expected update contains the same gradient-alignment term as MAML and FOMAML.
+
+# %% [markdown]
+# ## Check yourself
+
+# %%
+widgets.quiz("What does Reptile do after adapting to each task?",
+             ["backpropagates the query loss through the inner steps",
+              "moves θ a fraction ε toward the mean of the adapted φ_i", "replaces θ by the best φ_i"], 1,
+             "θ ← θ + ε (mean φ − θ): an interpolation, no second derivatives.")
+
+# %%
+widgets.quiz("Reptile with k = 1 inner step is equivalent to...",
+             ["MAML", "joint training on all tasks pooled (the pretrained baseline)", "FOMAML with k = 1"], 1,
+             "φ − θ = −α∇L(θ), so the update is a plain SGD step on the average loss.")
+
+# %%
+widgets.quiz("Which quantity plays the role of the meta-gradient in Reptile?",
+             ["θ − mean φ", "the Hessian of the support loss", "the query loss"], 0,
+             "θ ← θ − ε(θ − φ̄): (θ − φ̄) is the direction a gradient step would take.")
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 6.1 — the Reptile update.** Given $\theta$ (a dict), a list of adapted dicts $\phi_i$ and
+# $\varepsilon$, return a new dict $\theta + \varepsilon(\frac1n\sum_i \phi_i - \theta)$. Do not modify `params`.
+
+# %%
+def reptile_update(params, adapted, outer_lr):
+    raise NotImplementedError
+
+
+checks.check_reptile_update(reptile_update)
