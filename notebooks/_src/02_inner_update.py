@@ -28,7 +28,7 @@ device = setup_notebook(seed=0)
 # (`torch.func.functional_call` underneath). The model is the paper's MLP 1-40-40-1.
 
 # %%
-model = models.MLP()
+model = models.MLP(init="torch")  # PyTorch's default random initialization
 theta = params.get_params(model)
 {name: tuple(p.shape) for name, p in theta.items()}
 

@@ -109,7 +109,7 @@ assert rel_err < 1e-8
 # with finite differences for us: here through **two** inner steps of a small MLP, in float64.
 
 # %%
-mlp = models.MLP((1, 6, 6, 1)).double()
+mlp = models.MLP((1, 6, 6, 1), init="torch").double()
 names = list(params.get_params(mlp))
 sine_task = tasks.sample_sine_tasks(1, 5, 5, torch.Generator().manual_seed(0), dtype=dtype)
 
@@ -153,7 +153,7 @@ for a in [0.001, 0.01, 0.1, 0.3]:
 # sine tasks lower the loss *after adaptation*, which is exactly what MAML optimises.
 
 # %%
-net = models.MLP()
+net = models.MLP(init="torch")
 theta = params.get_params(net)
 outer = torch.optim.Adam(theta.values(), lr=0.001)     # β
 meta_batch = tasks.sample_sine_tasks(10, shots=10, queries=10, generator=torch.Generator().manual_seed(3))

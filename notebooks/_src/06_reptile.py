@@ -37,7 +37,7 @@ device = setup_notebook(seed=0)
 # of its step size.
 
 # %%
-model = models.MLP().double()   # float64, so that "equal" below means equal to ~1e-15
+model = models.MLP(init="torch").double()   # float64, so that "equal" below means equal to ~1e-15
 theta = params.detach(params.get_params(model))
 meta_batch = tasks.sample_sine_tasks(5, shots=10, queries=10, generator=torch.Generator().manual_seed(0),
                                      dtype=torch.float64)
