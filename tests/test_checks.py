@@ -1,0 +1,259 @@
+"""Every reference solution passes its checker; every checker rejects typical wrong answers, a
+function that raises, and the wrong type or shape, each with one readable line."""
+
+import pytest
+import torch
+
+from mamlkit import checks, solutions
+from mamlkit import params as P
+from mamlkit.params import forward
+
+SOLVED = [
+    (checks.check_notation, solutions.NOTATION),
+    (checks.check_sine, solutions.sine),
+    (checks.check_inner_update, solutions.inner_update),
+    (checks.check_adapt, solutions.adapt),
+    (checks.check_meta_gradient_linear, solutions.meta_gradient_linear),
+    (checks.check_meta_loss, solutions.meta_loss),
+    (checks.check_ci95, solutions.ci95),
+    (checks.check_first_order, solutions.first_order_gradient),
+    (checks.check_reptile_update, solutions.reptile_update),
+    (checks.check_significant, solutions.significant),
+]
+FUNCTION_CHECKS = [c for c, _ in SOLVED if c is not checks.check_notation]
+
+
+def run_check(check, answer, capsys):
+    ok = check(answer)
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got: {out!r}"
+    assert "Traceback" not in out
+    return ok, lines[0]
+
+
+@pytest.mark.parametrize("check, solution", SOLVED, ids=lambda v: getattr(v, "__name__", "notation"))
+def test_solution_passes(check, solution, capsys):
+    ok, line = run_check(check, solution, capsys)
+    assert ok is True and line.startswith("✅"), line
+
+
+# --- typical wrong answers -------------------------------------------------------------------
+
+def _step(model, params, x, y, loss_fn, inner_lr, sign=-1, create_graph=True, detach=False):
+    grads = torch.autograd.grad(loss_fn(forward(model, params, x), y), list(params.values()),
+                                create_graph=create_graph)
+    out = {k: v + sign * inner_lr * g for (k, v), g in zip(params.items(), grads)}
+    return {k: v.detach() for k, v in out.items()} if detach else out
+
+
+def inner_wrong_sign(model, params, x, y, loss_fn, inner_lr):
+    return _step(model, params, x, y, loss_fn, inner_lr, sign=+1)
+
+
+def inner_no_create_graph(model, params, x, y, loss_fn, inner_lr):
+    return _step(model, params, x, y, loss_fn, inner_lr, create_graph=False)
+
+
+def inner_detached(model, params, x, y, loss_fn, inner_lr):
+    return _step(model, params, x, y, loss_fn, inner_lr, detach=True)
+
+
+def inner_wrong_shape(model, params, x, y, loss_fn, inner_lr):
+    return {k: v.reshape(-1) for k, v in solutions.inner_update(model, params, x, y, loss_fn, inner_lr).items()}
+
+
+def inner_list(model, params, x, y, loss_fn, inner_lr):
+    return list(solutions.inner_update(model, params, x, y, loss_fn, inner_lr).values())
+
+
+def inner_in_place(model, params, x, y, loss_fn, inner_lr):
+    with torch.no_grad():
+        for v in params.values():
+            v.mul_(1.01)
+    return solutions.inner_update(model, params, x, y, loss_fn, inner_lr)
+
+
+def adapt_one_step(model, params, x, y, loss_fn, inner_lr, inner_steps):
+    return solutions.inner_update(model, params, x, y, loss_fn, inner_lr)
+
+
+def adapt_first_order(model, params, x, y, loss_fn, inner_lr, inner_steps):
+    for _ in range(inner_steps):
+        params = _step(model, params, x, y, loss_fn, inner_lr, create_graph=False)
+    return params
+
+
+def _grad(x, y, w):
+    return 2 / len(x) * x.T @ (x @ w - y)
+
+
+def linear_first_order(x_s, y_s, x_q, y_q, w, lr):
+    return _grad(x_q, y_q, w - lr * _grad(x_s, y_s, w))
+
+
+def linear_plus(x_s, y_s, x_q, y_q, w, lr):
+    h = 2 / len(x_s) * x_s.T @ x_s
+    return (torch.eye(len(w), dtype=w.dtype) + lr * h) @ _grad(x_q, y_q, w - lr * _grad(x_s, y_s, w))
+
+
+def linear_column(*args):
+    return solutions.meta_gradient_linear(*args).reshape(-1, 1)
+
+
+def meta_loss_summed(model, params, tasks, loss_fn, inner_lr):
+    return solutions.meta_loss(model, params, tasks, loss_fn, inner_lr) * len(tasks)
+
+
+def meta_loss_first_order(model, params, tasks, loss_fn, inner_lr):
+    losses = [loss_fn(forward(model, _step(model, params, t.x_support, t.y_support, loss_fn, inner_lr,
+                                            create_graph=False), t.x_query), t.y_query) for t in tasks]
+    return torch.stack(losses).mean()
+
+
+def meta_loss_at_theta(model, params, tasks, loss_fn, inner_lr):
+    return torch.stack([loss_fn(forward(model, params, t.x_query), t.y_query) for t in tasks]).mean()
+
+
+def meta_loss_detached(model, params, tasks, loss_fn, inner_lr):
+    return solutions.meta_loss(model, params, tasks, loss_fn, inner_lr).detach()
+
+
+def meta_loss_float(model, params, tasks, loss_fn, inner_lr):
+    return solutions.meta_loss(model, params, tasks, loss_fn, inner_lr).item()
+
+
+def ci_no_sqrt(e):
+    return float(e.mean()), float(1.96 * e.std())
+
+
+def ci_biased(e):
+    return float(e.mean()), float(1.96 * e.std(unbiased=False) / len(e) ** 0.5)
+
+
+def ci_single(e):
+    return float(e.mean())
+
+
+def fo_second_order(model, params, task, loss_fn, inner_lr):
+    adapted = solutions.inner_update(model, params, task.x_support, task.y_support, loss_fn, inner_lr)
+    loss = loss_fn(forward(model, adapted, task.x_query), task.y_query)
+    return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+
+
+def fo_negative(*args):
+    return {k: -v for k, v in solutions.first_order_gradient(*args).items()}
+
+
+def fo_at_theta(model, params, task, loss_fn, inner_lr):
+    loss = loss_fn(forward(model, params, task.x_query), task.y_query)
+    return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+
+
+def reptile_sign(params, adapted, eps):
+    return P.lerp(params, P.mean(adapted), -eps)
+
+
+def reptile_summed(params, adapted, eps):
+    return {k: v + eps * sum(phi[k] - v for phi in adapted) for k, v in params.items()}
+
+
+def reptile_all_the_way(params, adapted, eps):
+    return P.mean(adapted)
+
+
+def reptile_first_task(params, adapted, eps):
+    return P.lerp(params, adapted[0], eps)
+
+
+def reptile_in_place(params, adapted, eps):
+    new = solutions.reptile_update(params, adapted, eps)
+    for k, v in params.items():
+        v.copy_(new[k])
+    return new
+
+
+def significant_inverted(*args):
+    return not solutions.significant(*args)
+
+
+def significant_string(*args):
+    return "yes" if solutions.significant(*args) else "no"
+
+
+WRONG = [
+    (checks.check_notation, {**solutions.NOTATION, "θ": "weights"}, "θ is `params`"),
+    (checks.check_sine, lambda x, a, p: a * torch.sin(x + p), "sign of the phase"),
+    (checks.check_sine, lambda x, a, p: a * torch.sin(x - p).reshape(-1), "shape"),
+    (checks.check_inner_update, inner_wrong_sign, "wrong sign"),
+    (checks.check_inner_update, inner_no_create_graph, "create_graph=True"),
+    (checks.check_inner_update, inner_detached, "cut from the graph"),
+    (checks.check_inner_update, inner_wrong_shape, "shape"),
+    (checks.check_inner_update, inner_list, "should be a dict"),
+    (checks.check_inner_update, inner_in_place, "in place"),
+    (checks.check_adapt, adapt_one_step, "1 inner step"),
+    (checks.check_adapt, adapt_first_order, "second-order"),
+    (checks.check_meta_gradient_linear, linear_first_order, "dropped the Hessian"),
+    (checks.check_meta_gradient_linear, linear_plus, "wrong sign of the Hessian"),
+    (checks.check_meta_gradient_linear, linear_column, "shape"),
+    (checks.check_meta_loss, meta_loss_summed, "summed"),
+    (checks.check_meta_loss, meta_loss_first_order, "create_graph=True"),
+    (checks.check_meta_loss, meta_loss_at_theta, "at θ"),
+    (checks.check_meta_loss, meta_loss_detached, "cut from the graph"),
+    (checks.check_meta_loss, meta_loss_float, "torch.Tensor"),
+    (checks.check_ci95, ci_no_sqrt, "√n"),
+    (checks.check_ci95, ci_biased, "unbiased"),
+    (checks.check_ci95, ci_single, "pair"),
+    (checks.check_first_order, fo_second_order, "second-order"),
+    (checks.check_first_order, fo_negative, "wrong sign"),
+    (checks.check_first_order, fo_at_theta, "at θ"),
+    (checks.check_reptile_update, reptile_sign, "wrong sign"),
+    (checks.check_reptile_update, reptile_summed, "summed"),
+    (checks.check_reptile_update, reptile_all_the_way, "scale the move by ε"),
+    (checks.check_reptile_update, reptile_first_task, "only the first task"),
+    (checks.check_reptile_update, reptile_in_place, "in place"),
+    (checks.check_significant, significant_inverted, "overlap"),
+    (checks.check_significant, significant_string, "True or False"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, hint", WRONG, ids=[f"{c.__name__}-{h}" for c, _, h in WRONG])
+def test_wrong_answer_rejected_with_hint(check, wrong, hint, capsys):
+    ok, line = run_check(check, wrong, capsys)
+    assert ok is False and line.startswith("❌"), line
+    assert hint in line, line
+
+
+@pytest.mark.parametrize("check", FUNCTION_CHECKS, ids=lambda c: c.__name__)
+def test_stub_says_not_implemented(check, capsys):
+    def stub(*args):
+        raise NotImplementedError
+
+    ok, line = run_check(check, stub, capsys)
+    assert ok is False and line.startswith("❌ not implemented yet")
+
+
+@pytest.mark.parametrize("check", FUNCTION_CHECKS, ids=lambda c: c.__name__)
+def test_raising_function_reported_in_one_line(check, capsys):
+    def broken(*args):
+        raise KeyError("weight\nsecond line")
+
+    ok, line = run_check(check, broken, capsys)
+    assert ok is False and "your function raised KeyError" in line
+
+
+@pytest.mark.parametrize("check", FUNCTION_CHECKS, ids=lambda c: c.__name__)
+def test_wrong_type_reported(check, capsys):
+    ok, line = run_check(check, lambda *args: None, capsys)
+    assert ok is False and line.startswith("❌") and "NoneType" in line
+
+
+@pytest.mark.parametrize("check", FUNCTION_CHECKS, ids=lambda c: c.__name__)
+def test_not_a_function(check, capsys):
+    ok, line = run_check(check, 42, capsys)
+    assert ok is False and "expected a function, got int" in line
+
+
+def test_notation_rejects_non_dict(capsys):
+    ok, line = run_check(checks.check_notation, ["params"], capsys)
+    assert ok is False and "expected a dict" in line

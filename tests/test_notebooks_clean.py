@@ -1,0 +1,78 @@
+"""Notebook policy: stored stripped of outputs (no outputs, execution_count null), valid nbformat,
+the house structure (title, setup cell, Summary / Check yourself / Exercises), no reference solutions
+imported, and in sync with their sources in notebooks/_src (rebuild with notebooks/_build.py)."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+COURSE = ["00_welcome", "01_tasks", "02_inner_update", "03_outer_update", "04_maml", "05_first_order_maml",
+          "06_reptile", "07_compare"]
+
+
+def load(path):
+    return nbformat.read(path, as_version=4)
+
+
+def test_sine_track_is_complete():
+    assert set(COURSE) <= {p.stem for p in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_valid_and_stripped(path):
+    nb = load(path)
+    nbformat.validate(nb)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name} cell {i} has stored outputs: strip them"
+            assert cell.execution_count is None, f"{path.name} cell {i} has an execution count"
+            assert "NBVAL_CHECK_OUTPUT" not in cell.source, "stored notebooks have no outputs to compare"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_structure(path):
+    nb = load(path)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "In this notebook you will" in nb.cells[0].source and "Prerequisites" in nb.cells[0].source
+    for heading in ["## Summary", "## Check yourself", "## Exercises"]:
+        assert re.search(rf"^{re.escape(heading)}\s*$", markdown, re.M), f"{path.name} lacks '{heading}'"
+    setup = next(c for c in nb.cells if c.cell_type == "code")
+    assert "setup_notebook(seed=0)" in setup.source and "import *" not in setup.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_solutions_imported(path):
+    code = "\n".join(c.source for c in load(path).cells if c.cell_type == "code")
+    assert "solutions" not in code, f"{path.name} must not use mamlkit.solutions"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_end_in_a_check(path):
+    nb = load(path)
+    start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
+    exercises = [c.source for c in nb.cells[start:] if c.cell_type == "code"]
+    assert exercises and all(re.search(r"checks\.check_\w+\(", s.strip().splitlines()[-1]) for s in exercises)
+    quizzes = sum(s.source.count("widgets.quiz(") for s in nb.cells if s.cell_type == "code")
+    assert 3 <= quizzes <= 5
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("_build", NOTEBOOKS_DIR / "_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("stem", COURSE)
+def test_in_sync_with_source(stem):
+    source = NOTEBOOKS_DIR / "_src" / f"{stem}.py"
+    built = _builder().cells_from_source(source.read_text())
+    stored = load(NOTEBOOKS_DIR / f"{stem}.ipynb").cells
+    assert [(c.cell_type, c.source) for c in built] == [(c.cell_type, c.source) for c in stored], \
+        f"{stem}.ipynb differs from _src/{stem}.py: run python notebooks/_build.py"

@@ -1,0 +1,182 @@
+"""Widget callbacks, plots and notebook helpers, driven from Python: set a control, check the
+figure and the state changed accordingly."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from mamlkit import maml, models, notebook, plots, reptile, tasks, training, widgets  # noqa: E402
+from mamlkit import params as P  # noqa: E402
+from mamlkit.checkpoint import save_checkpoint  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def line_data(ax):
+    return [tuple(line.get_ydata()) for line in ax.get_lines()]
+
+
+def test_task_explorer_redraws_for_new_amplitude():
+    explorer = widgets.task_explorer()
+    before, redraws = line_data(explorer.ax), explorer.redraws
+    explorer.controls["amplitude"].value = 4.5
+    assert explorer.redraws == redraws + 1
+    assert float(explorer.state["task"].info[0]) == pytest.approx(4.5)
+    assert line_data(explorer.ax) != before
+    explorer.controls["shots"].value = 3
+    assert len(explorer.state["task"].x_support) == 3
+
+
+def test_adaptation_explorer_steps_selector_and_bad_settings():
+    torch.manual_seed(0)
+    models_ = {"maml": models.MLP(init="torch"), "pretrain": models.MLP(init="torch")}
+    explorer = widgets.adaptation_explorer(models_, inner_lr=0.01, steps=0, max_steps=20)
+    mse0 = dict(explorer.state["mse"])
+    explorer.controls["inner_steps"].value = 10
+    assert set(explorer.state["mse"]) == {"maml", "pretrain"}
+    assert explorer.state["mse"]["maml"] != mse0["maml"]
+    explorer.controls["algo"].value = "pretrain"
+    assert set(explorer.state["mse"]) == {"pretrain"}
+    assert any(line.get_color() == "grey" for line in explorer.ax.get_lines())
+    assert not any(line.get_color() == "C0" for line in explorer.ax.get_lines())
+    explorer.controls["inner_lr"].value = 1.0   # may diverge: must still draw, never raise
+    explorer.controls["inner_steps"].value = 20
+    assert "pretrain" in explorer.state["mse"]
+
+
+def test_adaptation_explorer_matches_library():
+    torch.manual_seed(0)
+    model = models.MLP(init="torch")
+    explorer = widgets.adaptation_explorer({"m": model}, inner_lr=0.05, steps=3)
+    task = explorer.state["task"]
+    adapted = maml.adapt(model, P.get_params(model), task.x_support, task.y_support, F.mse_loss, 0.05, 3)
+    expected = F.mse_loss(P.forward(model, adapted, task.x_query), task.y_query).item()
+    assert explorer.state["mse"]["m"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_meta_gradient_explorer_slopes_part_with_alpha():
+    explorer = widgets.meta_gradient_explorer()
+    explorer.controls["inner_lr"].value = 0.01
+    small = abs(explorer.state["maml_slope"] - explorer.state["fomaml_slope"])
+    explorer.controls["inner_lr"].value = 0.3
+    large = abs(explorer.state["maml_slope"] - explorer.state["fomaml_slope"])
+    assert large > 5 * small
+
+
+def test_first_order_explorer_cosine():
+    torch.manual_seed(0)
+    model = models.MLP(init="torch")
+    batch = tasks.sample_sine_tasks(4)
+    explorer = widgets.first_order_explorer(model, batch, inner_lr=0.001)
+    assert explorer.state["cosine"] > 0.99
+    full, first, cosine = widgets.gradient_agreement(model, P.detach(P.get_params(model), True), batch, 0.001, 1)
+    assert cosine == pytest.approx(explorer.state["cosine"])
+    explorer.controls["inner_steps"].value = 3
+    assert explorer.state["cosine"] != pytest.approx(cosine, abs=1e-9)
+
+
+def test_reptile_explorer_k1_is_joint_training():
+    explorer = widgets.reptile_explorer()
+    explorer.controls["inner_steps"].value = 1
+    assert explorer.state["gap"] < 1e-5
+    explorer.controls["inner_steps"].value = 5
+    assert explorer.state["gap"] > 1e-3
+    explorer.controls["outer_lr"].value = 0.0
+    new = explorer.state["new"]
+    assert float(new["weight"]) == pytest.approx(-1.5) and float(new["bias"]) == pytest.approx(1.5)
+
+
+def test_joint_step_equals_reptile_with_one_step():
+    torch.manual_seed(0)
+    model = models.MLP(init="torch").double()
+    theta = P.detach(P.get_params(model))
+    batch = tasks.sample_sine_tasks(3, dtype=torch.float64)
+    new = reptile.reptile_step(model, theta, batch, F.mse_loss, 0.01, 1, 0.5)
+    torch.testing.assert_close(P.flatten(new), P.flatten(widgets.joint_step(model, theta, batch, 0.005)))
+
+
+def test_explorer_reports_value_error_in_one_line():
+    import ipywidgets
+
+    def draw(ax, n):
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        ax.plot([0, n])
+        return {"n": n}
+
+    explorer = widgets.Explorer({"n": ipywidgets.IntSlider(value=1, min=-2, max=2)}, draw)
+    explorer.controls["n"].value = -1
+    assert "n must be >= 0" in explorer.message.value and "error" in explorer.state
+    explorer.controls["n"].value = 2
+    assert explorer.state == {"n": 2} and explorer.message.value == ""
+
+
+def test_quiz_feedback():
+    q = widgets.quiz("2 + 2?", ["3", "4"], "4", "arithmetic")
+    q.choice.value = "3"
+    assert q.correct is False and q.feedback.value.startswith("❌")
+    q.choice.value = "4"
+    assert q.correct is True and "arithmetic" in q.feedback.value
+    assert widgets.quiz("?", ["a", "b"], 1).answer == "b"
+    with pytest.raises(ValueError, match="not one of the options"):
+        widgets.quiz("?", ["a", "b"], "c")
+
+
+def test_plots_return_axes_with_course_colours():
+    torch.manual_seed(0)
+    model = models.MLP(init="torch")
+    test = tasks.sine_test_tasks(8)
+    ax = plots.plot_adaptation(model, P.get_params(model), test[0], 0.01, (0, 1, 10), name="reptile")
+    assert [line.get_color() for line in ax.get_lines()][-3:] == ["C2"] * 3
+    result = training.evaluate(model, P.get_params(model), test, F.mse_loss, 0.01, 3)
+    ax = plots.plot_eval({"maml": result, "pretrain": result})
+    assert [line.get_color() for line in ax.get_lines()] == ["C0", "grey"]
+    history = {"iteration": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [float("nan"), 0.4]}
+    assert plots.plot_learning_curve(history, name="fomaml").get_lines()[0].get_color() == "C1"
+    assert len(plots.plot_cost([1, 2], {"maml": [1, 2], "reptile": [1, 1]}, "ms").get_lines()) == 2
+    assert len(plots.plot_tasks(test, n=3).get_lines()) == 6
+
+
+def test_setup_notebook_prints_versions(capsys):
+    device = notebook.setup_notebook(seed=0)
+    out = capsys.readouterr().out
+    assert device.type in ("cpu", "cuda") and "torch" in out and "ipywidgets" in out and "device" in out
+
+
+def test_measure_cost_memory_grows_only_for_second_order():
+    torch.manual_seed(0)
+    model = models.MLP(init="torch")
+    theta = P.get_params(model)
+    batch = tasks.sample_sine_tasks(2)
+
+    def cost(first_order, k):
+        def run():
+            loss = maml.maml_loss(model, theta, batch, F.mse_loss, 0.01, k, first_order)
+            torch.autograd.grad(loss, list(theta.values()))
+        return notebook.measure_cost(run, repeats=1)[1]
+
+    assert cost(False, 3) > 2 * cost(False, 1)
+    assert cost(True, 3) == cost(True, 1)
+
+
+def test_load_or_train_falls_back_and_caches(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(notebook, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(notebook, "FALLBACK_DIR", tmp_path / "runs" / "fallback")
+    (tmp_path / "data").mkdir()
+    run = notebook.load_or_train("pretrain", iterations=3)
+    assert run.iteration == 3 and "short stand-in" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "fallback" / "sinusoid-pretrain-3.pt").is_file()
+    again = notebook.load_or_train("pretrain", iterations=3)
+    torch.testing.assert_close(P.flatten(P.get_params(again.model)), P.flatten(P.get_params(run.model)))
+    save_checkpoint(run.state(), tmp_path / "data" / "sinusoid-pretrain.pt")
+    notebook.load_or_train("pretrain")
+    assert "loaded" in capsys.readouterr().out
