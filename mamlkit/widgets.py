@@ -7,6 +7,7 @@ Introduced in notebook 01_tasks.
 
 from __future__ import annotations
 
+import io
 import math
 
 import ipywidgets as W
@@ -52,14 +53,17 @@ class Explorer(W.VBox):
         self.show()
 
     def show(self) -> None:
+        """Render the figure as a PNG into the output area (works with any matplotlib backend)."""
         from IPython import get_ipython
-        from IPython.display import display
+        from IPython.display import Image, display
 
         if get_ipython() is None:  # plain Python (tests): nothing to render into
             return
+        buffer = io.BytesIO()
+        self.fig.savefig(buffer, format="png")
         with self.output:
             self.output.clear_output(wait=True)
-            display(self.fig)
+            display(Image(data=buffer.getvalue(), format="png"))
 
 
 def _task(amplitude, phase, shots, queries=100, seed=0) -> Task:
