@@ -112,16 +112,17 @@ def adaptation_explorer(models: dict, inner_lr: float = 0.01, steps: int = 1, ma
     def draw(ax, inner_lr, inner_steps, amplitude, phase, shots, algo="all"):
         task = _task(amplitude, phase, shots, seed=seed)
         plots.plot_truth(task, ax)
+        shown = [name for name in models if algo in ("all", name)]
         mse = {}
-        for name, model in models.items():
-            if algo not in ("all", name):
-                continue
+        for name in shown:
+            model = models[name]
             curves = plots.adapted_curves(model, P.get_params(model), task, inner_lr, (0, inner_steps))
-            plots.plot_prediction(model, curves[0], ax, name, ls=":", alpha=0.6, label=f"{plots.label(name)}, 0 steps")
-            plots.plot_prediction(model, curves[inner_steps], ax, name,
-                                  label=f"{plots.label(name)}, {inner_steps} steps")
             mse[name] = query_mse(model, curves[inner_steps], task)
-        ax.set(ylim=(-6, 6), title="query MSE: " + ", ".join(f"{plots.label(k)} {_fmt(v)}" for k, v in mse.items()))
+            start_label = f"{plots.label(name)}, 0 steps" if len(shown) == 1 else "_nolegend_"
+            plots.plot_prediction(model, curves[0], ax, name, ls=":", alpha=0.6, label=start_label)
+            plots.plot_prediction(model, curves[inner_steps], ax, name,
+                                  label=f"{plots.label(name)}, {inner_steps} steps: MSE {_fmt(mse[name])}")
+        ax.set(ylim=(-6, 6), title=f"α={inner_lr:.3f}, {inner_steps} steps, K={shots} (dotted: before adapting)")
         ax.legend(loc="lower left", fontsize="x-small")
         return {"task": task, "mse": mse}
     return Explorer(controls, draw)
