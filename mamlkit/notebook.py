@@ -22,6 +22,8 @@ from .config import Config
 from .training import DATA_DIR, Run, load_run, meta_train, resolve_device
 
 FAST = os.environ.get("MAMLKIT_FAST") == "1"
+# where load_or_train looks for sinusoid-{algo}.pt: data/, or a folder of your own runs
+CHECKPOINT_DIR = Path(os.environ.get("MAMLKIT_CHECKPOINTS", DATA_DIR))
 FALLBACK_DIR = DATA_DIR.parent / "runs" / "fallback"
 FIGURE_DEFAULTS = {
     "figure.figsize": (4.8, 3.0),
@@ -61,26 +63,35 @@ def setup_notebook(seed: int = 0, device: str = "auto") -> torch.device:
 
 
 def load_or_train(algo: str, iterations: int | None = None, device="cpu", verbose: bool = True) -> Run:
-    """The trained run for ``algo`` (maml, fomaml, reptile, pretrain): ``data/sinusoid-{algo}.pt``
-    when it exists, else a short stand-in ``meta_train`` run (``iterations``, default 1500, or
-    300 with ``MAMLKIT_FAST=1``) cached in ``runs/fallback/``. Use ``run.model``, ``run.config``,
+    """The trained run for ``algo`` (maml, fomaml, reptile, pretrain).
+
+    Loads ``data/sinusoid-{algo}.pt`` (or ``$MAMLKIT_CHECKPOINTS/sinusoid-{algo}.pt``) when it
+    exists, else trains a short stand-in ``meta_train`` run (``iterations``, default 1500, or 300
+    with ``MAMLKIT_FAST=1``) cached in ``runs/fallback/``. Use ``run.model``, ``run.config``,
     ``run.history``.
     """
-    shipped = DATA_DIR / f"sinusoid-{algo}.pt"
+    shipped = CHECKPOINT_DIR / f"sinusoid-{algo}.pt"
     if shipped.is_file():
         run = load_run(shipped, device)
-        source = f"loaded {shipped.relative_to(DATA_DIR.parent)}"
+        source = f"loaded {_short(shipped)}"
     else:
         iterations = iterations or fast(1500, 300)
         out = fallback_path(algo, iterations)
         config = Config(algo=algo, iterations=iterations, val_every=max(iterations // 5, 1), val_tasks=50,
                         checkpoint_every=iterations)
         run = meta_train(config, out=out, device=device, resume=True, progress=False)
-        source = f"{shipped.name} not found: using a short stand-in run ({out.relative_to(DATA_DIR.parent)})"
+        source = f"{_short(shipped)} not found: using a short stand-in run ({_short(out)})"
     run.model.eval()
     if verbose:
         print(f"{algo}: {source}, {run.iteration} iterations")
     return run
+
+
+def _short(path: Path) -> str:
+    try:
+        return str(path.relative_to(DATA_DIR.parent))
+    except ValueError:
+        return str(path)
 
 
 def fallback_path(algo: str, iterations: int) -> Path:

@@ -110,7 +110,9 @@ def plot_eval(results: dict, ax=None):
     ax = _axes(ax)
     for name, result in results.items():
         mean, ci = result.mean.numpy(), result.ci95.numpy()
-        ax.plot(result.steps, mean, "o-", ms=3, color=color(name), label=label(name))
+        diverged = int((~torch.isfinite(result.per_task)).any(1).sum())
+        text = label(name) + (f" ({diverged} task{'s' * (diverged > 1)} diverged: mean = nan)" if diverged else "")
+        ax.plot(result.steps, mean, "o-", ms=3, color=color(name), label=text)
         ax.fill_between(result.steps, mean - ci, mean + ci, color=color(name), alpha=0.2)
     n = len(next(iter(results.values())).per_task)
     ax.set(xlabel="inner steps at test time", ylabel=f"query MSE (mean ± 95% CI, {n} tasks)")

@@ -169,7 +169,7 @@ def test_measure_cost_memory_grows_only_for_second_order():
 
 
 def test_load_or_train_falls_back_and_caches(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(notebook, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(notebook, "CHECKPOINT_DIR", tmp_path / "data")
     monkeypatch.setattr(notebook, "FALLBACK_DIR", tmp_path / "runs" / "fallback")
     (tmp_path / "data").mkdir()
     run = notebook.load_or_train("pretrain", iterations=3)

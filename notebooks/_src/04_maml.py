@@ -119,6 +119,19 @@ if full["maml"].iteration >= 10_000:  # the shipped checkpoints (not a short sta
 plots.plot_eval(results);
 
 # %% [markdown]
+# **Did any task diverge?** A mean that reads `nan` means that on at least one test task the
+# repeated steps blew up. MAML was meta-trained for *one* step: its $\theta$ sits where the support
+# loss is steep, which is what makes that one step so effective, and repeating it with the same
+# $\alpha$ can overshoot on an unusual task. Count them, and look at the median, which one bad task
+# cannot move:
+
+# %%
+for algo, result in results.items():
+    diverged = (~torch.isfinite(result.per_task)).any(1)
+    medians = "  ".join(f"{k} steps: {result.per_task[:, k].nanmedian():.3f}" for k in (0, 1, 10))
+    print(f"{algo:9s} diverged on {int(diverged.sum())} of {len(diverged)} tasks | median {medians}")
+
+# %% [markdown]
 # With the full checkpoints, MAML after one step is far below the pretrained baseline after ten, and
 # the intervals do not overlap: a real difference, not noise. (With the short stand-in runs the gap is
 # smaller.) Note what was *not* changed between the two: the model, the data, the test-time
