@@ -64,6 +64,10 @@ plots.plot_learning_curve(short["pretrain"].history, ax=ax, name="pretrain")
 ax.set(title=f"a short live run ({iterations} iterations)");
 
 # %% [markdown]
+# After a few hundred iterations MAML has not yet pulled away from the baseline: the
+# starting point that makes one step effective takes thousands of outer steps to find.
+
+# %% [markdown]
 # ## 3. The full run
 #
 # `load_or_train` loads `data/sinusoid-maml.pt` and `data/sinusoid-pretrain.pt`, written by

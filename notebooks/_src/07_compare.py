@@ -72,13 +72,17 @@ def significant(a, b, step=1):
 for a, b in [("maml", "pretrain"), ("fomaml", "pretrain"), ("reptile", "pretrain"), ("maml", "fomaml"),
              ("maml", "reptile")]:
     print(f"{a:8s} vs {b:8s}: {'different' if significant(a, b) else 'not distinguishable'} after 1 step")
-if runs["maml"].iteration >= 10_000:  # the shipped checkpoints
-    assert all(significant(a, "pretrain") for a in ["maml", "fomaml", "reptile"])
+if all(run.iteration >= 10_000 for run in runs.values()):  # the shipped checkpoints
+    for algo in ["maml", "fomaml", "reptile"]:
+        assert significant(algo, "pretrain") and results[algo].at(1)[0] < results["pretrain"].at(1)[0]
 
 # %% [markdown]
-# All three meta-learners beat the pretrained baseline by far. Between them the differences are
-# small next to the gap to the baseline; MAML's extra second-order work buys little on sine waves,
-# which is why FOMAML and Reptile are popular for large models.
+# With the full runs, all three meta-learners beat the pretrained baseline by far after one step.
+# Between them the differences are small next to that gap (MAML and FOMAML are usually not
+# distinguishable): MAML's extra second-order work buys little here, which is why FOMAML and Reptile
+# are popular for large models. If MAML's 5- and 10-step columns read `nan` or carry a huge
+# interval, a test task diverged under repeated steps: MAML was trained for exactly one step (see
+# notebook 04); the methods trained with several steps or first order degrade more gracefully.
 #
 # ## 4. On one task
 #
