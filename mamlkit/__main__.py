@@ -10,6 +10,7 @@ import torch
 
 from . import __version__
 from .checkpoint import CheckpointError
+from .data.omniglot import OmniglotError
 from .distributed import init_from_env
 from .config import ALGOS, DEFAULTS, TASKS, Config
 from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve_device
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
         args.device = init_from_env(args.device)
         resolve_device(args.device)
         {"train": train, "evaluate": evaluate}[args.command](args)
-    except (ValueError, CheckpointError, TrainingDiverged) as e:
+    except (ValueError, CheckpointError, TrainingDiverged, OmniglotError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
