@@ -1,6 +1,7 @@
 """Build the course notebooks from their sources in ``notebooks/_src/*.py`` (percent format:
 ``# %% [markdown]`` and ``# %%`` start cells). The notebooks are written stripped of outputs
-(execution_count null), the policy ``tests/test_notebooks_clean.py`` enforces.
+(execution_count null), the policy ``tests/test_notebooks_clean.py`` enforces. Each ``#``/``##``
+heading starts a slide (``jupyter nbconvert --to slides notebooks/04_maml.ipynb`` for a lecture).
 
     python notebooks/_build.py            # rebuild every notebook
 """
@@ -23,10 +24,13 @@ def cells_from_source(text: str) -> list:
     for is_md, body in zip(parts[1::2], parts[2::2]):
         body = body.strip("\n")
         if is_md:
-            cells.append(nbformat.v4.new_markdown_cell("\n".join(line[2:] if line.startswith("# ") else line.lstrip("#")
-                                                                 for line in body.splitlines())))
+            source = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
+            cell = nbformat.v4.new_markdown_cell(source)
         else:
-            cells.append(nbformat.v4.new_code_cell(body))
+            cell = nbformat.v4.new_code_cell(body)
+        slide = cell.cell_type == "markdown" and re.match(r"#{1,2} ", cell.source)
+        cell.metadata["slideshow"] = {"slide_type": "slide" if slide else "-"}
+        cells.append(cell)
     return cells
 
 

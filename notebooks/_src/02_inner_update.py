@@ -32,6 +32,9 @@ model = models.MLP(init="torch")  # PyTorch's default random initialization
 theta = params.get_params(model)
 {name: tuple(p.shape) for name, p in theta.items()}
 
+# %% [markdown]
+# One 5-shot sine task; `x, y` is its support set. The network maps a `(K, 1)` batch of inputs to `(K, 1)` outputs.
+
 # %%
 task = tasks.sample_sine_tasks(1, shots=5, queries=100, generator=torch.Generator().manual_seed(2))[0]
 x, y = task.x_support, task.y_support
@@ -47,6 +50,7 @@ print("prediction shape:", tuple(params.forward(model, theta, x).shape), "| ampl
 # \big(f_\theta(x) - y\big)^2 .$$
 #
 # Three lines: the loss $\mathcal{L}$, its gradient $\nabla_\theta \mathcal{L}$, the step with $\alpha$ (`inner_lr`).
+# *In the inner round, updates abound: quick adaptation is what we've found.*
 
 # %%
 inner_lr = 0.01                                                   # α
@@ -105,6 +109,9 @@ for k in steps:
 print("support:", [round(v, 2) for v in support_loss])
 print("query:  ", [round(v, 2) for v in query_loss])
 assert support_loss[-1] < 0.5 * support_loss[0] and query_loss[-1] > 5 * support_loss[-1]
+
+# %% [markdown]
+# The same numbers as a picture (the course's `plot_*` functions all take `ax=None` and return the Axes).
 
 # %%
 ax = plots.plot_cost(steps, {"support": support_loss, "query": query_loss}, "MSE (from a random θ)")

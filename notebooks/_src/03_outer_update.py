@@ -18,7 +18,6 @@ from torch import nn
 
 from mamlkit import checks, maml, models, params, tasks, widgets
 from mamlkit.notebook import setup_notebook
-from mamlkit.tasks import Task
 
 device = setup_notebook(seed=0)
 
@@ -63,6 +62,9 @@ x_query, y_query = torch.randn(8, 3, generator=g, dtype=dtype), torch.randn(8, g
 w = torch.randn(3, generator=g, dtype=dtype)
 inner_lr = 0.1  # α
 
+# %% [markdown]
+# The gradient, the Hessian, the adapted $w'$ and the meta-gradient, each next to its formula:
+
 # %%
 def grad(x, y, w):
     return 2 / len(x) * x.T @ (x @ w - y)           # ∇L(w)
@@ -80,7 +82,7 @@ closed_form
 
 # %%
 model = nn.Linear(3, 1, bias=False).double()
-task = Task(x_support[None], y_support[None, :, None], x_query[None], y_query[None, :, None])
+task = tasks.Task(x_support[None], y_support[None, :, None], x_query[None], y_query[None, :, None])
 
 def meta_loss(w):
     return maml.maml_loss(model, {"weight": w.reshape(1, 3)}, task, F.mse_loss, inner_lr)

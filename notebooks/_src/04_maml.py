@@ -58,6 +58,10 @@ short = {algo: training.meta_train(config, device=device, progress=False) for al
 for algo, run in short.items():
     print(f"{algo:9s} validation MSE after 1 step: {run.history['val_loss'][-1]:.3f}")
 
+# %% [markdown]
+# The training loss (the query loss after one inner step, averaged over the meta-batch) and the
+# validation loss on held-out tasks:
+
 # %%
 ax = plots.plot_learning_curve(short["maml"].history, name="maml")
 plots.plot_learning_curve(short["pretrain"].history, ax=ax, name="pretrain")
@@ -78,6 +82,9 @@ ax.set(title=f"a short live run ({iterations} iterations)");
 full = {algo: load_or_train(algo) for algo in ["maml", "pretrain"]}
 maml_model, base_model = full["maml"].model, full["pretrain"].model
 
+# %% [markdown]
+# The learning curves of the full runs, saved in the checkpoints:
+
 # %%
 ax = plots.plot_learning_curve(full["maml"].history, name="maml")
 plots.plot_learning_curve(full["pretrain"].history, ax=ax, name="pretrain")
@@ -88,7 +95,7 @@ ax.set(title="the full runs");
 #
 # One 5-shot test task (the largest amplitude among the first 20, for a clear picture). Both models get the *same* adaptation at test time: 0, 1 and 10 steps of
 # $\theta' = \theta - \alpha \nabla \mathcal{L}$ with $\alpha = 0.01$ on the 5 support points.
-# MAML's starting point is not a good sine wave itself, but one step moves it close to the task;
+# MAML's starting point is not a good sine wave itself, but it is *sensitive*: one step moves it close to the task;
 # the pretrained model predicts a near-average curve and barely moves.
 
 # %%
@@ -118,6 +125,9 @@ for algo, result in results.items():
 if full["maml"].iteration >= 10_000:  # the shipped checkpoints (not a short stand-in run)
     (maml_1, ci_1), (base_10, ci_10) = results["maml"].at(1), results["pretrain"].at(10)
     assert maml_1 + ci_1 < base_10 - ci_10, "MAML after 1 step should beat the baseline after 10 steps"
+
+# %% [markdown]
+# The same as a figure: query MSE against the number of test-time steps, with the 95% CI as a band.
 
 # %%
 plots.plot_eval(results);

@@ -62,6 +62,10 @@ untrained = models.MLP()  # the same network before meta-training
 print("cosine similarity at an untrained θ:",
       f"{widgets.gradient_agreement(untrained, params.get_params(untrained), meta_batch, 0.01, 1)[2]:.3f}")
 
+# %% [markdown]
+# Now at the trained $\theta$, for three step sizes and 1, 3 and 5 inner steps
+# (`widgets.gradient_agreement` computes both meta-gradients and their cosine):
+
 # %%
 agreement = {}
 for inner_lr in [0.001, 0.01, 0.05]:
@@ -105,6 +109,9 @@ cost = {"maml": [maml_cost(False, k) for k in steps], "fomaml": [maml_cost(True,
 for name, rows in cost.items():
     print(f"{name:8s}", "  ".join(f"{k}: {1000 * t:5.1f} ms {b / 1024:6.0f} kB" for k, (t, b) in zip(steps, rows)))
 
+# %% [markdown]
+# Time (left) and memory (right) against the number of inner steps:
+
 # %%
 fig, (ax_time, ax_memory) = plt.subplots(1, 2, figsize=(9, 3))
 plots.plot_cost(steps, {n: [1000 * t for t, _ in rows] for n, rows in cost.items()}, "time per meta-gradient (ms)", ax_time)
@@ -115,6 +122,9 @@ plots.plot_cost(steps, {n: [b / 1024 for _, b in rows] for n, rows in cost.items
 # Reptile's stay flat. Time grows for all three (each runs $k$ inner steps), but MAML pays more per
 # step, since its backward pass goes through every inner step again, second derivatives included.
 # On a big network (notebook 08) this is the difference between fitting on a GPU or not.
+
+# %% [markdown]
+# The memory claims, checked on the numbers just measured:
 
 # %%
 memory = {name: [b for _, b in rows] for name, rows in cost.items()}

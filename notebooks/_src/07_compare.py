@@ -55,6 +55,9 @@ print(f"{'':9s}" + "".join(f"{f'{k} steps':>17s}" for k in (0, 1, 5, 10)))
 for algo, result in results.items():
     print(f"{algo:9s}" + "".join(f"{result.at(k)[0]:>9.3f} ± {result.at(k)[1]:.3f}" for k in (0, 1, 5, 10)))
 
+# %% [markdown]
+# As a figure (log scale, so that the small errors of the meta-learners stay visible):
+
 # %%
 plots.plot_eval(results).set(yscale="log");
 
@@ -110,6 +113,8 @@ explorer
 # %% [markdown]
 # ## 6. Beyond sine waves
 #
+# Back to the athlete of notebook 00: the algorithms are the coach, the model is the athlete, and
+# any athlete will do.
 # None of this code knew it was fitting sine waves with an MLP: `maml.maml_loss`, `reptile.reptile_step`
 # and `training.evaluate` take any model and any loss. Notebook **08_characters** runs the same
 # algorithms on few-shot recognition of handwritten characters (Omniglot) with a CNN: adapting a
@@ -123,6 +128,7 @@ explorer
 # - Costs differ: MAML needs second derivatives and memory growing with $k$; FOMAML and Reptile do not;
 #   Reptile does not even need a query set.
 # - The algorithms are model-agnostic: notebook 08 runs them on images.
+# - Variations are relevant in every task (the mnemonic **VARIETY**): pick by cost and by what your tasks need.
 
 # %% [markdown]
 # ## Check yourself
