@@ -105,8 +105,12 @@ def plot_learning_curve(history: dict, ax=None, name="maml"):
     return ax
 
 
-def plot_eval(results: dict, ax=None):
-    """Query MSE against inner steps with a 95% CI band, one line per method: {name: EvalResult}."""
+def plot_eval(results: dict, ax=None, log: bool = False):
+    """Query MSE against inner steps with a 95% CI band, one line per method: {name: EvalResult}.
+
+    The y range is set by the error before adaptation, so a task that diverges (mean = nan or huge)
+    leaves the chart instead of squashing it; the legend says how many tasks diverged.
+    """
     ax = _axes(ax)
     for name, result in results.items():
         mean, ci = result.mean.numpy(), result.ci95.numpy()
@@ -114,6 +118,12 @@ def plot_eval(results: dict, ax=None):
         text = label(name) + (f" ({diverged} task{'s' * (diverged > 1)} diverged: mean = nan)" if diverged else "")
         ax.plot(result.steps, mean, "o-", ms=3, color=color(name), label=text)
         ax.fill_between(result.steps, mean - ci, mean + ci, color=color(name), alpha=0.2)
+    top = 1.3 * max(float(r.mean[0] + r.ci95[0]) for r in results.values())
+    low = min(float(r.mean.nan_to_num(top, top, top).min()) for r in results.values())
+    if log:
+        ax.set(yscale="log", ylim=(0.7 * low, top))
+    else:
+        ax.set(ylim=(0, top))
     n = len(next(iter(results.values())).per_task)
     ax.set(xlabel="inner steps at test time", ylabel=f"query MSE (mean ± 95% CI, {n} tasks)")
     ax.legend()

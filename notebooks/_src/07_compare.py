@@ -59,7 +59,7 @@ for algo, result in results.items():
 # As a figure (log scale, so that the small errors of the meta-learners stay visible):
 
 # %%
-plots.plot_eval(results).set(yscale="log");
+plots.plot_eval(results, log=True);
 
 # %% [markdown]
 # ## 3. Which differences are real?
