@@ -180,3 +180,11 @@ def test_load_or_train_falls_back_and_caches(tmp_path, monkeypatch, capsys):
     save_checkpoint(run.state(), tmp_path / "data" / "sinusoid-pretrain.pt")
     notebook.load_or_train("pretrain")
     assert "loaded" in capsys.readouterr().out
+
+
+def test_plot_eval_survives_a_diverged_task():
+    per_task = torch.tensor([[2.0, 0.5, 0.4], [2.2, 0.6, float("nan")], [1.8, 0.4, 0.3]])
+    ax = plots.plot_eval({"maml": training.EvalResult([0, 1, 2], per_task, "mse")})
+    assert "1 task diverged" in ax.get_legend().get_texts()[0].get_text()
+    low, high = ax.get_ylim()
+    assert low == 0 and 2.0 < high < 4.0

@@ -26,8 +26,8 @@ device = setup_notebook(seed=0)
 #
 # **Reptile** (Nichol, Achiam & Schulman 2018) needs no query set and no gradient through the inner
 # loop. For each task of the meta-batch, run $k$ SGD steps on its data from $\theta$ and call the
-# result $\phi_i$ (the adapted $\theta'_i$); then move the initialization a fraction $\varepsilon$ of the
-# way toward their mean:
+# result $\phi_i$ (the adapted $\theta'_i$; $\phi_i^{(0)} = \theta$, $\phi_i^{(j)}$ after $j$ steps); then move the
+# initialization a fraction $\varepsilon$ of the way toward their mean:
 #
 # $$\phi_i = \theta - \alpha \sum_{j=0}^{k-1} \nabla \mathcal{L}(\phi_i^{(j)}, \mathcal{T}_i), \qquad
 # \theta \leftarrow \theta + \varepsilon \Big(\frac{1}{n}\sum_i \phi_i - \theta\Big).$$

@@ -89,10 +89,11 @@ if all(run.iteration >= 10_000 for run in runs.values()):  # the shipped checkpo
 #
 # ## 4. On one task
 #
-# The same 5-shot task, adapted with 0, 1 and 10 steps by each model.
+# The 5-shot task of notebook 04's figure, adapted with 0, 1 and 10 steps by each model.
 
 # %%
-task = test[3]
+all_test = tasks.sine_test_tasks(600)
+task = all_test[int(all_test.info[:20, 0].argmax())]
 fig, axes = plt.subplots(2, 2, figsize=(9, 5.5), sharex=True, sharey=True)
 for ax, (algo, run) in zip(axes.flat, runs.items()):
     plots.plot_adaptation(run.model, params.get_params(run.model), task, 0.01, (0, 1, 10), ax=ax, name=algo)
