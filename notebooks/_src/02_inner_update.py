@@ -142,7 +142,8 @@ except ValueError as error:
 # ## 5. The picture: after 0, 1 and 10 steps
 #
 # `plots.plot_adaptation` draws the curve after 0, 1 and 10 inner steps. From a random $\theta$ the
-# adaptation is slow: ten steps of $\alpha = 0.01$ barely move the curve. Meta-learning (notebook 04)
+# adaptation is slow: ten steps of $\alpha = 0.01$ only bend the curve toward the nearest support
+# points, far from the sine wave. Meta-learning (notebook 04)
 # will find a $\theta$ from which the *same* ten steps fit the task.
 
 # %%
