@@ -35,13 +35,17 @@ def test_valid_and_stripped(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_structure(path):
-    nb = load(path)
-    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-    assert "In this notebook you will" in nb.cells[0].source and "Prerequisites" in nb.cells[0].source
+def test_closing_sections(path):
+    markdown = "\n".join(c.source for c in load(path).cells if c.cell_type == "markdown")
     for heading in ["## Summary", "## Check yourself", "## Exercises"]:
         assert re.search(rf"^{re.escape(heading)}\s*$", markdown, re.M), f"{path.name} lacks '{heading}'"
+
+
+@pytest.mark.parametrize("stem", COURSE)
+def test_opening_cells(stem):
+    nb = load(NOTEBOOKS_DIR / f"{stem}.ipynb")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "In this notebook you will" in nb.cells[0].source and "Prerequisites" in nb.cells[0].source
     setup = next(c for c in nb.cells if c.cell_type == "code")
     assert "setup_notebook(seed=0)" in setup.source and "import *" not in setup.source
 
@@ -52,9 +56,9 @@ def test_no_solutions_imported(path):
     assert "solutions" not in code, f"{path.name} must not use mamlkit.solutions"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_exercises_end_in_a_check(path):
-    nb = load(path)
+@pytest.mark.parametrize("stem", COURSE)
+def test_exercises_end_in_a_check(stem):
+    nb = load(NOTEBOOKS_DIR / f"{stem}.ipynb")
     start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
     exercises = [c.source for c in nb.cells[start:] if c.cell_type == "code"]
     assert exercises and all(re.search(r"checks\.check_\w+\(", s.strip().splitlines()[-1]) for s in exercises)
