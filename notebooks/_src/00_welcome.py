@@ -30,6 +30,7 @@ device = setup_notebook(seed=0)
 # %%
 print("fast mode (MAMLKIT_FAST=1):", FAST)
 print("device:", device)
+assert int(ipywidgets.__version__.split(".")[0]) >= 8, "the course needs ipywidgets 8: pip install -U ipywidgets"
 
 # %% [markdown]
 # **Are the widgets alive?** Click the button. If nothing happens, the JupyterLab front end
