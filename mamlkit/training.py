@@ -97,7 +97,7 @@ def new_run(config: Config, device="cpu") -> Run:
 
 def load_run(path, device="cpu", iterations: int | None = None) -> Run:
     """Rebuild a run from a checkpoint (optionally extending its number of iterations)."""
-    state = load_checkpoint(path, map_location=device)
+    state = load_checkpoint(path)  # on the CPU: RNG states must stay CPU tensors; the model moves below
     config = Config.from_dict(state["config"])
     if iterations is not None:
         config = Config.from_dict({**config.to_dict(), "iterations": iterations})

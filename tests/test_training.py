@@ -127,3 +127,10 @@ def test_short_maml_run_learns(tmp_path):
     after = training.evaluate(run.model, P.get_params(run.model), val, F.mse_loss, 0.01, 1).at(1)[0]
     assert after < 0.8 * before, (before, after)
     assert json.dumps(run.history)  # history is plain data
+
+
+def test_checkpoint_resumes_on_every_device(tmp_path, device):
+    out = tmp_path / "cpu.pt"
+    training.meta_train(Config(**{**FAST, "iterations": 10}), out, progress=False)
+    run = training.meta_train(Config(**{**FAST, "iterations": 20}), out, device=device, resume=True, progress=False)
+    assert run.iteration == 20 and next(run.model.parameters()).device.type == device.type
