@@ -117,7 +117,7 @@ def measure_one(work, algo, steps, impl, device, repeats, iters) -> dict | None:
     step(batches[0])
     sync()
     times = []
-    for r in range(repeats):
+    for _ in range(repeats):
         start = time.perf_counter()
         for i in range(iters):
             step(batches[i % 3])
@@ -165,8 +165,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| workload | algo | inner steps | impl | it/s | peak MB | × fastest peer (speed) |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
-        same = [r for r in rows if (r["workload"], r["algo"], r["steps"]) == (row["workload"], row["algo"], row["steps"])
-                and r["impl"] in ("higher", "torchopt")]
+        key = (row["workload"], row["algo"], row["steps"])
+        same = [r for r in rows if (r["workload"], r["algo"], r["steps"]) == key and r["impl"] in ("higher", "torchopt")]
         best = max((r["it_per_s"] for r in same), default=None)
         ratio = f"{row['it_per_s'] / best:.2f}×" if best else "no peer"
         lines.append(f"| {row['workload']} | {row['algo']} | {row['steps']} | {row['impl']} | {row['it_per_s']:.2f} "

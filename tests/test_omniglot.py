@@ -182,3 +182,26 @@ def test_short_omniglot_run_beats_chance(real, tmp_path):
     run = training.meta_train(config, tmp_path / "o.pt", progress=False)
     accuracy = run.history["val_loss"][-1]
     assert accuracy > 0.35, accuracy  # chance is 0.2
+
+
+def test_characters_explorer_and_accuracy_check(real, capsys):
+    from mamlkit import characters, training
+
+    model, config = training.load_model(training.shipped_checkpoint("maml", task="omniglot"))
+    explorer = characters.characters_explorer(real, model, inner_lr=config.inner_lr)
+    explorer.controls["steps"].value = 0
+    before, redraws = explorer.state["accuracy"], explorer.redraws
+    explorer.controls["steps"].value = 3
+    assert explorer.redraws == redraws + 1
+    assert explorer.state["accuracy"] > before  # adapting helps on new characters
+    explorer.controls["alphabet"].value = explorer.controls["alphabet"].options[-1]
+    assert explorer.state["task"].x_query.shape == (15, 1, 28, 28)
+
+    assert characters.check_accuracy(lambda logits, labels: (logits.argmax(-1) == labels).float().mean())
+    assert not characters.check_accuracy(lambda logits, labels: 100 * (logits.argmax(-1) == labels).float().mean())
+    assert "percentage" in capsys.readouterr().out
+    wrong_dim = lambda logits, labels: (logits.argmax(0)[: len(labels)] == labels).float().mean()  # noqa: E731
+    assert not characters.check_accuracy(wrong_dim)
+    assert not characters.check_accuracy(lambda logits, labels: 1 / 0)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and "ZeroDivisionError" in out[1]
