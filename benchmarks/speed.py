@@ -166,7 +166,8 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     for row in rows:
         key = (row["workload"], row["algo"], row["steps"])
-        same = [r for r in rows if (r["workload"], r["algo"], r["steps"]) == key and r["impl"] in ("higher", "torchopt")]
+        same = [r for r in rows if (r["workload"], r["algo"], r["steps"]) == key
+                and r["impl"] in ("higher", "torchopt")]
         best = max((r["it_per_s"] for r in same), default=None)
         ratio = f"{row['it_per_s'] / best:.2f}×" if best else "no peer"
         lines.append(f"| {row['workload']} | {row['algo']} | {row['steps']} | {row['impl']} | {row['it_per_s']:.2f} "
