@@ -10,9 +10,9 @@ import torch
 
 from . import __version__
 from .checkpoint import CheckpointError
+from .config import ALGOS, DEFAULTS, TASKS, Config
 from .data.omniglot import OmniglotError
 from .distributed import init_from_env
-from .config import ALGOS, DEFAULTS, TASKS, Config
 from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve_device
 
 
