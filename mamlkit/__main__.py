@@ -93,8 +93,9 @@ def evaluate(args) -> None:
         row["steps"] = steps or ([1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]])
         rows.append(row)
     if args.json:
-        print(json.dumps([{**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "protocol")},
-                           "steps": {s: {"mean": r["mean"][s], "ci95": r["ci95"][s]} for s in r["steps"]}}
+        print(json.dumps([{**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "protocol", "tasks")},
+                           "steps": {s: {k: r[k][s] for k in ("mean", "ci95", "median", "diverged")}
+                                     for s in r["steps"]}}
                           for r in rows], indent=2))
         return
     for r in rows:
@@ -106,9 +107,18 @@ def evaluate(args) -> None:
     print("| checkpoint | algo | " + " | ".join(f"{s} step{'s' * (s != 1)}" for s in steps) + " |")
     print("|---|---|" + "---|" * len(steps))
     for r in rows:
-        cells = " | ".join(f"{scale * r['mean'][s]:.3f} ± {scale * r['ci95'][s]:.3f}" if s < len(r["mean"]) else "—"
-                           for s in steps)
+        cells = " | ".join(_cell(r, s, scale) for s in steps)
         print(f"| {r['checkpoint']} | {r['algo']} | {cells} |")
+
+
+def _cell(r: dict, step: int, scale: float) -> str:
+    """mean ± 95% CI; where some tasks diverged (non-finite), say how many and give the median."""
+    if step >= len(r["mean"]):
+        return "—"
+    text = f"{scale * r['mean'][step]:.3f} ± {scale * r['ci95'][step]:.3f}"
+    if r["diverged"][step]:
+        text = f"{text} ({r['diverged'][step]}/{r['tasks']} tasks diverged; median {scale * r['median'][step]:.3f})"
+    return text
 
 
 def main(argv=None) -> int:

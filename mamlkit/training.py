@@ -221,4 +221,6 @@ def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, 
     result = evaluate(model, P.get_params(model), tasks, loss_function(config.task), protocol["inner_lr"],
                       protocol["inner_steps"], metric_name(config.task), inner_optimizer=protocol["inner_optimizer"])
     return {"checkpoint": str(path), "algo": config.algo, "task": config.task, "metric": result.metric,
-            "protocol": protocol, "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95]}
+            "protocol": protocol, "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95],
+            "median": [float(v) for v in result.per_task.nanmedian(0).values],
+            "diverged": [int(v) for v in (~torch.isfinite(result.per_task)).sum(0)], "tasks": n_tasks}
