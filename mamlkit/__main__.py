@@ -12,7 +12,7 @@ from . import __version__
 from .checkpoint import CheckpointError
 from .config import ALGOS, DEFAULTS, TASKS, Config
 from .data.omniglot import OmniglotError
-from .distributed import init_from_env
+from .distributed import init_from_env, is_main
 from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve_device
 
 
@@ -80,7 +80,8 @@ def train(args) -> None:
     out = args.out or f"runs/{config.task}-{config.algo}-seed{config.seed}.pt"
     run = meta_train(config, out, args.device, args.resume, progress=not args.no_progress,
                      max_minutes=args.max_minutes)
-    print(f"saved {out} after {run.iteration} iterations; validation loss {run.history['val_loss'][-1]:.4f}")
+    if is_main():
+        print(f"saved {out} after {run.iteration} iterations; validation metric {run.history['val_loss'][-1]:.4f}")
 
 
 def evaluate(args) -> None:
