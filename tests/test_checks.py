@@ -257,3 +257,10 @@ def test_not_a_function(check, capsys):
 def test_notation_rejects_non_dict(capsys):
     ok, line = run_check(checks.check_notation, ["params"], capsys)
     assert ok is False and "expected a dict" in line
+
+
+def test_python_math_on_tensors_gets_a_hint(capsys):
+    import math
+
+    ok, line = run_check(checks.check_sine, lambda x, a, p: a * math.sin(x - p), capsys)
+    assert ok is False and "torch.sin" in line
