@@ -55,7 +55,9 @@ def call(fn, *args):
     except NotImplementedError:
         raise Fail("not implemented yet: replace `raise NotImplementedError` with your code") from None
     except Exception as e:
-        raise Fail(f"your function raised {type(e).__name__}: {_first_line(e)}") from None
+        on_tensor = "not Tensor" in str(e) or "Python scalars" in str(e)  # math.sin(tensor) and the like
+        hint = " (use torch functions, e.g. torch.sin, on tensors)" if on_tensor else ""
+        raise Fail(f"your function raised {type(e).__name__}: {_first_line(e)}{hint}") from None
 
 
 def close(a, b, **tol) -> bool:

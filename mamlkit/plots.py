@@ -29,6 +29,10 @@ def label(name: str) -> str:
     return LABELS.get(name, name)
 
 
+def steps_text(k: int) -> str:
+    return f"{k} step" if k == 1 else f"{k} steps"
+
+
 def _axes(ax):
     return plt.subplots()[1] if ax is None else ax
 
@@ -86,7 +90,7 @@ def plot_adaptation(model, params, task, inner_lr: float = 0.01, steps=(0, 1, 10
     """Truth, support points, and the model's curve after 0, 1, 10 inner steps (the paper's figure)."""
     ax = plot_truth(task, ax)
     for i, (k, adapted) in enumerate(adapted_curves(model, params, task, inner_lr, steps).items()):
-        plot_prediction(model, adapted, ax, name, ls=STEP_STYLES[i % 4], label=f"{label(name)}, {k} steps",
+        plot_prediction(model, adapted, ax, name, ls=STEP_STYLES[i % 4], label=f"{label(name)}, {steps_text(k)}",
                         alpha=0.5 + 0.5 * (i + 1) / len(steps))
     ax.set(title=f"{label(name)}, α={inner_lr:g}")
     ax.legend(loc="lower left", fontsize="x-small")

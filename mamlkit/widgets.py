@@ -121,8 +121,9 @@ def adaptation_explorer(models: dict, inner_lr: float = 0.01, steps: int = 1, ma
             start_label = f"{plots.label(name)}, 0 steps" if len(shown) == 1 else "_nolegend_"
             plots.plot_prediction(model, curves[0], ax, name, ls=":", alpha=0.6, label=start_label)
             plots.plot_prediction(model, curves[inner_steps], ax, name,
-                                  label=f"{plots.label(name)}, {inner_steps} steps: MSE {_fmt(mse[name])}")
-        ax.set(ylim=(-6, 6), title=f"α={inner_lr:.3f}, {inner_steps} steps, K={shots} (dotted: before adapting)")
+                                  label=f"{plots.label(name)}, {plots.steps_text(inner_steps)}: MSE {_fmt(mse[name])}")
+        title = f"α={inner_lr:.3f}, {plots.steps_text(inner_steps)}, K={shots} (dotted: before adapting)"
+        ax.set(ylim=(-6, 6), title=title)
         ax.legend(loc="lower left", fontsize="x-small")
         return {"task": task, "mse": mse}
     return Explorer(controls, draw)
