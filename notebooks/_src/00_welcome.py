@@ -163,6 +163,10 @@ widgets.quiz("In the chef analogy, what plays the role of the familiar recipe?",
 # %% [markdown]
 # ## Exercises
 #
+# Every notebook ends with exercises: a function to fill in, then a `checks.check_*` call that prints
+# one line, ✅ or ❌ with a hint, and returns `True` or `False` (so an instructor can grade a
+# submission by running it). Until you fill it in, the check says "not implemented yet".
+#
 # **Exercise 0.1 — the notation.** Replace each `"?"` with the name the symbol has in `mamlkit`
 # code (see the table in section 4), then run the cell.
 

@@ -45,8 +45,8 @@ def meta_gradient(first_order, inner_lr=0.01, inner_steps=1):
     return params.flatten(dict(zip(theta, torch.autograd.grad(loss, list(theta.values())))))
 
 second, first = meta_gradient(first_order=False), meta_gradient(first_order=True)
-print("MAML   meta-gradient norm:", second.norm().item())
-print("FOMAML meta-gradient norm:", first.norm().item())
+print(f"MAML   meta-gradient norm: {second.norm().item():.3f}")
+print(f"FOMAML meta-gradient norm: {first.norm().item():.3f}")
 
 # %% [markdown]
 # ## 2. Gradient agreement
