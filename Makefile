@@ -21,7 +21,7 @@ course: install
 	$(BIN)/jupyter lab notebooks/00_welcome.ipynb
 
 test: install
-	MAMLKIT_FAST=1 $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider
+	MAMLKIT_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=300 -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -73,16 +73,19 @@ def batchable(model: nn.Module) -> bool:
 
 
 def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr: float, inner_steps: int = 10,
-             metric: str = "mse", batched: bool | None = None, inner_optimizer: str = "sgd") -> EvalResult:
+             metric: str = "mse", batched: bool | None = None, inner_optimizer: str = "sgd",
+             chunk: int = 100) -> EvalResult:
     """Adapt on each task's support set for 1..``inner_steps`` steps (SGD with the same step size,
     reusing the support set every step, as the MAML paper; or Adam for Reptile's Omniglot protocol)
-    and score the query set after each step.
+    and score the query set after each step. The batched path runs ``chunk`` tasks at a time.
     """
     maml.check_hyper(inner_lr, inner_steps)
     if batched is None:
         batched = inner_optimizer == "sgd" and batchable(model)
     if batched:
-        return _evaluate_batched(model, params, tasks, loss_fn, inner_lr, inner_steps, metric)
+        chunks = [_evaluate_batched(model, params, tasks[i: i + chunk], loss_fn, inner_lr, inner_steps, metric)
+                  for i in range(0, len(tasks), chunk)]  # bounded memory for large test sets
+        return EvalResult(chunks[0].steps, torch.cat([c.per_task for c in chunks]), metric)
     rows = []
     for task in tasks:
         row = []
