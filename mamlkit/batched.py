@@ -31,6 +31,19 @@ def check_batchable(model: nn.Module) -> None:
                 "track_running_stats=False semantics), or use batched=False (the per-task loop)")
 
 
+def prefer_batched(model: nn.Module) -> bool:
+    """Whether the batched path is the faster default for ``model``: any model it can run, on CUDA;
+    on the CPU only models without convolutions (Conv4 measured 2× slower under vmap on the CPU,
+    benchmarks/README.md).
+    """
+    try:
+        check_batchable(model)
+    except ValueError:
+        return False
+    on_cuda = any(p.is_cuda for p in model.parameters())
+    return on_cuda or not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
 def _inner_grads(model, loss_fn, params, x, y):
     return grad(lambda p: loss_fn(functional_call(model, p, (x,)), y))(params)
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from . import maml
 from . import params as P
-from .batched import check_batchable
+from .batched import prefer_batched
 from .params import forward
 from .tasks import Task
 
@@ -64,14 +64,6 @@ def trajectory(model: nn.Module, params: P.Params, x: Tensor, y: Tensor, loss_fn
         yield P.detach(phi)
 
 
-def batchable(model: nn.Module) -> bool:
-    try:
-        check_batchable(model)
-    except ValueError:
-        return False
-    return True
-
-
 def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr: float, inner_steps: int = 10,
              metric: str = "mse", batched: bool | None = None, inner_optimizer: str = "sgd",
              chunk: int = 100) -> EvalResult:
@@ -81,7 +73,7 @@ def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr:
     """
     maml.check_hyper(inner_lr, inner_steps)
     if batched is None:
-        batched = inner_optimizer == "sgd" and batchable(model)
+        batched = inner_optimizer == "sgd" and prefer_batched(model)
     if batched:
         chunks = [_evaluate_batched(model, params, tasks[i: i + chunk], loss_fn, inner_lr, inner_steps, metric)
                   for i in range(0, len(tasks), chunk)]  # bounded memory for large test sets

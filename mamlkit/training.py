@@ -16,9 +16,10 @@ from tqdm.auto import tqdm
 
 from . import distributed, maml, reptile
 from . import params as P
+from .batched import check_batchable, prefer_batched
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (load_checkpoint is API)
 from .config import Config, eval_protocol
-from .evaluation import EvalResult, batchable, evaluate  # noqa: F401  (part of this module's API)
+from .evaluation import EvalResult, evaluate  # noqa: F401  (part of this module's API)
 from .families import VAL_SEED, TrainingTasks, build_model, fixed_tasks, loss_function, metric_name  # noqa: F401
 from .tasks import Task
 
@@ -55,14 +56,14 @@ def joint_loss(model: nn.Module, params: P.Params, tasks: Task, loss_fn) -> Tens
 
 
 def use_batched(config: Config, model: nn.Module) -> bool:
-    """``batched=None`` means: batched when the model allows it; ``True`` insists (clear error)."""
-    if config.batched is False or config.algo == "pretrain":
+    """``batched=None``: batched where it is faster (``prefer_batched``); ``True`` insists (clear error
+    if the model cannot be batched)."""
+    if config.batched is False or config.algo == "pretrain" or config.inner_optimizer == "adam":
         return False
     if config.batched:
-        from .batched import check_batchable
-
         check_batchable(model)
-    return batchable(model) and not (config.algo == "reptile" and config.inner_optimizer == "adam")
+        return True
+    return prefer_batched(model)
 
 
 @dataclass

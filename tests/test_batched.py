@@ -90,3 +90,12 @@ def test_conv4_batched_reptile_equals_loop(device):
     batched = reptile.reptile_step(model, params, tasks, F.cross_entropy, 0.1, 3, 0.5, batched=True)
     for k in loop:
         torch.testing.assert_close(batched[k], loop[k], rtol=1e-10, atol=1e-12)
+
+
+def test_batched_is_the_default_where_it_is_faster(device):
+    from mamlkit.batched import prefer_batched
+    from mamlkit.models import MLP
+
+    assert prefer_batched(MLP().to(device))
+    assert prefer_batched(Conv4().to(device)) == (device.type == "cuda")  # vmap'd convs are slower on the CPU
+    assert not prefer_batched(nn.Sequential(nn.Linear(1, 4), nn.BatchNorm1d(4)).to(device))
