@@ -75,12 +75,31 @@ def maml_loss(model: nn.Module, params: Params, tasks: Task | Iterable[Task], lo
     return torch.stack(losses).mean()
 
 
+def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
+                  inner_steps: int = 1, first_order: bool = False, batched: bool = False,
+                  scale: float = 1.0) -> Tensor:
+    """Add ``scale`` × the meta-gradient of ``maml_loss`` to ``params``' ``.grad``; return the loss.
+
+    The loop backpropagates task by task, so only one task's inner graph is alive at a time
+    (the same gradient as ``maml_loss(...).backward()``, with the memory of one task).
+    """
+    if batched:
+        loss = maml_loss(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order, batched=True)
+        (scale * loss).backward()
+        return loss.detach()
+    total = torch.zeros(())
+    for task in tasks:
+        loss = task_loss(model, params, task, loss_fn, inner_lr, inner_steps, first_order) / len(tasks)
+        (scale * loss).backward()
+        total = total.to(loss.device) + loss.detach()
+    return total
+
+
 def maml_step(model: nn.Module, params: Params, optimizer: torch.optim.Optimizer, tasks: Task,
               loss_fn: LossFn, inner_lr: float, inner_steps: int = 1, first_order: bool = False,
               batched: bool = False) -> Tensor:
     """One outer update ``θ ← θ - β ∇_θ mean_i L(θ'_i, T_i)`` with ``optimizer``; returns the loss."""
     optimizer.zero_grad(set_to_none=True)
-    loss = maml_loss(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order, batched)
-    loss.backward()
+    loss = meta_backward(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order, batched)
     optimizer.step()
-    return loss.detach()
+    return loss

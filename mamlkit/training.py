@@ -139,9 +139,10 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
     run.optimizer.zero_grad(set_to_none=True)
     if cfg.algo == "pretrain":
         loss = joint_loss(model, params, mine, loss_fn)
+        (loss * weight).backward()
     else:
-        loss = maml.maml_loss(model, params, mine, loss_fn, cfg.inner_lr, cfg.inner_steps, cfg.first_order, batched)
-    (loss * weight).backward()
+        loss = maml.meta_backward(model, params, mine, loss_fn, cfg.inner_lr, cfg.inner_steps, cfg.first_order,
+                                  batched, scale=weight)
     distributed.all_reduce_([p.grad for p in params.values()])
     run.optimizer.step()
     return distributed.reduce_mean(loss.detach(), weight)
