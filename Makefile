@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# JupyterLab refuses to run as root (containers, CI machines) unless told it may
+JUPYTER_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: course test install clean
 
@@ -18,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 course: install
-	$(BIN)/jupyter lab notebooks/00_welcome.ipynb
+	$(BIN)/jupyter lab $(JUPYTER_FLAGS) notebooks/00_welcome.ipynb
 
 test: install
 	MAMLKIT_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=300 -p no:cacheprovider
