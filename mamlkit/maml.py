@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .params import Params, forward
@@ -103,3 +104,13 @@ def maml_step(model: nn.Module, params: Params, optimizer: torch.optim.Optimizer
     loss = meta_backward(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order, batched)
     optimizer.step()
     return loss
+
+
+def gradient_agreement(model: nn.Module, params: Params, tasks: Task, inner_lr: float, inner_steps: int,
+                       loss_fn: LossFn = F.mse_loss) -> tuple[Tensor, Tensor, float]:
+    """MAML and FOMAML meta-gradients (flat vectors) and their cosine similarity (notebook 05)."""
+    grads = []
+    for first_order in (False, True):
+        loss = maml_loss(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order)
+        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))]))
+    return grads[0], grads[1], float(F.cosine_similarity(grads[0], grads[1], dim=0))

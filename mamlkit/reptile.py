@@ -7,6 +7,7 @@ Introduced in notebook 06_reptile.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import params as P
@@ -66,6 +67,18 @@ def reptile_step(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn,
     mean_phi = mean_adapted(model, params, tasks, loss_fn, inner_lr, inner_steps, inner_optimizer, batched)
     with torch.no_grad():
         return P.lerp(P.detach(params), mean_phi, outer_lr)
+
+
+def joint_step(model: nn.Module, params: Params, tasks: Task, lr: float, steps: int = 1,
+               loss_fn: LossFn = F.mse_loss) -> Params:
+    """``steps`` gradient steps of ``lr`` on the mean support loss of all tasks pooled (joint training),
+    what Reptile with one inner step equals (notebook 06)."""
+    for _ in range(steps):
+        params = P.detach(params, requires_grad=True)
+        loss = torch.stack([loss_fn(forward(model, params, t.x_support), t.y_support) for t in tasks]).mean()
+        grads = torch.autograd.grad(loss, list(params.values()))
+        params = {k: (v - lr * g).detach() for (k, v), g in zip(params.items(), grads)}
+    return params
 
 
 def apply_params(params: Params, new: Params) -> None:

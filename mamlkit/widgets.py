@@ -18,6 +18,8 @@ from torch import nn
 
 from . import maml, plots, reptile
 from . import params as P
+from .maml import gradient_agreement
+from .reptile import joint_step
 from .tasks import Task, sine_tasks
 
 SLIDER = dict(continuous_update=False, style={"description_width": "initial"})
@@ -162,15 +164,6 @@ def meta_gradient_explorer() -> Explorer:
     return Explorer(controls, draw)
 
 
-def gradient_agreement(model, params, tasks, inner_lr: float, inner_steps: int) -> tuple:
-    """MAML and FOMAML meta-gradients (flat vectors) and their cosine similarity."""
-    grads = []
-    for first_order in (False, True):
-        loss = maml.maml_loss(model, params, tasks, F.mse_loss, inner_lr, inner_steps, first_order)
-        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))]))
-    return grads[0], grads[1], float(F.cosine_similarity(grads[0], grads[1], dim=0))
-
-
 def first_order_explorer(model, tasks, inner_lr: float = 0.01, steps: int = 1) -> Explorer:
     """α and inner steps → every component of the MAML meta-gradient against the FOMAML one."""
     params = P.detach(P.get_params(model), requires_grad=True)
@@ -229,16 +222,6 @@ def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
         ax.legend(fontsize="x-small", loc="best")
         return {"new": new, "joint": joint, "gap": gap}
     return Explorer(controls, draw, figsize=(5.0, 3.8))
-
-
-def joint_step(model, params, tasks, lr: float, steps: int = 1):
-    """``steps`` gradient steps of ``lr`` on the mean support loss of all tasks pooled (joint training)."""
-    for _ in range(steps):
-        params = P.detach(params, requires_grad=True)
-        loss = torch.stack([F.mse_loss(P.forward(model, params, t.x_support), t.y_support) for t in tasks]).mean()
-        grads = torch.autograd.grad(loss, list(params.values()))
-        params = {k: (v - lr * g).detach() for (k, v), g in zip(params.items(), grads)}
-    return params
 
 
 class Quiz(W.VBox):

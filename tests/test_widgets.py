@@ -78,7 +78,7 @@ def test_first_order_explorer_cosine():
     batch = tasks.sample_sine_tasks(4)
     explorer = widgets.first_order_explorer(model, batch, inner_lr=0.001)
     assert explorer.state["cosine"] > 0.99
-    full, first, cosine = widgets.gradient_agreement(model, P.detach(P.get_params(model), True), batch, 0.001, 1)
+    full, first, cosine = maml.gradient_agreement(model, P.detach(P.get_params(model), True), batch, 0.001, 1)
     assert cosine == pytest.approx(explorer.state["cosine"])
     explorer.controls["inner_steps"].value = 3
     assert explorer.state["cosine"] != pytest.approx(cosine, abs=1e-9)
@@ -101,7 +101,7 @@ def test_joint_step_equals_reptile_with_one_step():
     theta = P.detach(P.get_params(model))
     batch = tasks.sample_sine_tasks(3, dtype=torch.float64)
     new = reptile.reptile_step(model, theta, batch, F.mse_loss, 0.01, 1, 0.5)
-    torch.testing.assert_close(P.flatten(new), P.flatten(widgets.joint_step(model, theta, batch, 0.005)))
+    torch.testing.assert_close(P.flatten(new), P.flatten(reptile.joint_step(model, theta, batch, 0.005)))
 
 
 def test_explorer_reports_value_error_in_one_line():

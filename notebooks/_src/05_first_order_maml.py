@@ -60,16 +60,16 @@ cosine = F.cosine_similarity(second, first, dim=0).item()
 print(f"cosine similarity at the trained θ, α = 0.01, one step: {cosine:.3f}")
 untrained = models.MLP()  # the same network before meta-training
 print("cosine similarity at an untrained θ:",
-      f"{widgets.gradient_agreement(untrained, params.get_params(untrained), meta_batch, 0.01, 1)[2]:.3f}")
+      f"{maml.gradient_agreement(untrained, params.get_params(untrained), meta_batch, 0.01, 1)[2]:.3f}")
 
 # %% [markdown]
 # Now at the trained $\theta$, for three step sizes and 1, 3 and 5 inner steps
-# (`widgets.gradient_agreement` computes both meta-gradients and their cosine):
+# (`maml.gradient_agreement` computes both meta-gradients and their cosine):
 
 # %%
 agreement = {}
 for inner_lr in [0.001, 0.01, 0.05]:
-    agreement[inner_lr] = [widgets.gradient_agreement(maml_model, theta, meta_batch, inner_lr, k)[2] for k in (1, 3, 5)]
+    agreement[inner_lr] = [maml.gradient_agreement(maml_model, theta, meta_batch, inner_lr, k)[2] for k in (1, 3, 5)]
     print(f"α = {inner_lr:<6}" + "".join(f"  {k} steps: {c:.3f}" for k, c in zip((1, 3, 5), agreement[inner_lr])))
 assert agreement[0.001][0] > 0.9, "for small α the two meta-gradients must agree"
 

@@ -68,7 +68,7 @@ print("θ + ε (mean φ − θ) == reptile.reptile_step ✔")
 # %%
 def gap_to_joint(k):
     new = reptile.reptile_step(model, theta, meta_batch, F.mse_loss, inner_lr, k, outer_lr)
-    pooled = widgets.joint_step(model, theta, meta_batch, inner_lr, steps=k)   # k SGD steps on mean_i L_i
+    pooled = reptile.joint_step(model, theta, meta_batch, inner_lr, steps=k)   # k SGD steps on mean_i L_i
     joint = params.lerp(theta, pooled, outer_lr)
     return (params.norm(params.sub(new, joint)) / params.norm(params.sub(joint, theta))).item()
 
