@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
@@ -49,19 +50,39 @@ def _inner_grads(model, loss_fn, params, x, y):
 
 
 def adapt_batched(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn, inner_lr: float,
-                  inner_steps: int, first_order: bool = False) -> Params:
-    """Adapt on every task at once; ``x``, ``y`` have a leading task dimension, so does the result."""
+                  inner_steps: int, first_order: bool = False, inner_optimizer: str = "sgd",
+                  betas=(0.0, 0.999), eps: float = 1e-8) -> Params:
+    """Adapt on every task at once; ``x``, ``y`` have a leading task dimension, so does the result.
+
+    ``inner_optimizer="adam"`` runs ``torch.optim.Adam``'s update (Reptile's inner loop), written out
+    so that it can run under ``vmap``; it is first order (used by Reptile only).
+    """
     check_batchable(model)
 
     def one_task(p, xs, ys):
-        for _ in range(inner_steps):
+        m = {k: torch.zeros_like(v) for k, v in p.items()}
+        s = {k: torch.zeros_like(v) for k, v in p.items()}
+        for t in range(1, inner_steps + 1):
             g = _inner_grads(model, loss_fn, p, xs, ys)
-            if first_order:
+            if first_order or inner_optimizer == "adam":
                 g = {k: v.detach() for k, v in g.items()}
-            p = {k: p[k] - inner_lr * g[k] for k in p}
+            if inner_optimizer == "adam":
+                p, m, s = _adam(p, g, m, s, t, inner_lr, betas, eps)
+            else:
+                p = {k: p[k] - inner_lr * g[k] for k in p}
         return p
 
     return vmap(one_task, in_dims=(None, 0, 0))(params, x, y)
+
+
+def _adam(p, g, m, s, t: int, lr: float, betas, eps: float):
+    """One step of torch.optim.Adam (no weight decay), as plain tensor arithmetic."""
+    b1, b2 = betas
+    m = {k: b1 * m[k] + (1 - b1) * g[k] for k in p}
+    s = {k: b2 * s[k] + (1 - b2) * g[k] * g[k] for k in p}
+    step, root = lr / (1 - b1 ** t), (1 - b2 ** t) ** 0.5
+    p = {k: p[k] - step * m[k] / (s[k].sqrt() / root + eps) for k in p}
+    return p, m, s
 
 
 def batched_task_losses(model: nn.Module, params: Params, tasks: Task, loss_fn, inner_lr: float,

@@ -46,11 +46,13 @@ def mean_adapted(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn,
                  inner_steps: int, inner_optimizer: str = "sgd", batched: bool = False) -> Params:
     """mean_i φ_i over the tasks of a batch (no graph kept)."""
     check_hyper(inner_lr, inner_steps)
-    if batched and inner_optimizer == "sgd" and isinstance(tasks, Task):
+    if inner_optimizer not in INNER_OPTIMIZERS:
+        raise ValueError(f"unknown inner optimizer {inner_optimizer!r}; choose one of {INNER_OPTIMIZERS}")
+    if batched and isinstance(tasks, Task):
         from .batched import adapt_batched
 
         phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, loss_fn,
-                             inner_lr, inner_steps, first_order=True)
+                             inner_lr, inner_steps, first_order=True, inner_optimizer=inner_optimizer)
         return {k: v.detach().mean(0) for k, v in phis.items()}
     return P.mean([adapt_task(model, params, t, loss_fn, inner_lr, inner_steps, inner_optimizer) for t in tasks])
 

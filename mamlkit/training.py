@@ -58,7 +58,7 @@ def joint_loss(model: nn.Module, params: P.Params, tasks: Task, loss_fn) -> Tens
 def use_batched(config: Config, model: nn.Module) -> bool:
     """``batched=None``: batched where it is faster (``prefer_batched``); ``True`` insists (clear error
     if the model cannot be batched)."""
-    if config.batched is False or config.algo == "pretrain" or config.inner_optimizer == "adam":
+    if config.batched is False or config.algo == "pretrain":
         return False
     if config.batched:
         check_batchable(model)
