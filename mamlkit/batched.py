@@ -45,7 +45,8 @@ def prefer_batched(model: nn.Module) -> bool:
     return on_cuda or not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
-def _inner_grads(model, loss_fn, params, x, y):
+def inner_grads(model, loss_fn, params, x, y):
+    """∇ of the support loss w.r.t. ``params`` with ``torch.func.grad`` (usable under ``vmap``)."""
     return grad(lambda p: loss_fn(functional_call(model, p, (x,)), y))(params)
 
 
@@ -63,7 +64,7 @@ def adapt_batched(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_f
         m = {k: torch.zeros_like(v) for k, v in p.items()}
         s = {k: torch.zeros_like(v) for k, v in p.items()}
         for t in range(1, inner_steps + 1):
-            g = _inner_grads(model, loss_fn, p, xs, ys)
+            g = inner_grads(model, loss_fn, p, xs, ys)
             if first_order or inner_optimizer == "adam":
                 g = {k: v.detach() for k, v in g.items()}
             if inner_optimizer == "adam":

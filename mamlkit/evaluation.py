@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from . import maml
 from . import params as P
-from .batched import prefer_batched
+from .batched import inner_grads, prefer_batched
 from .params import forward
 from .tasks import Task
 
@@ -48,7 +48,8 @@ def score(pred: Tensor, y: Tensor, metric: str) -> Tensor:
 
 def trajectory(model: nn.Module, params: P.Params, x: Tensor, y: Tensor, loss_fn, inner_lr: float,
                inner_steps: int, inner_optimizer: str = "sgd"):
-    """Yield the parameters before and after each of ``inner_steps`` fine-tuning steps (no graph)."""
+    """Yield the parameters before and after each of ``inner_steps`` fine-tuning steps (no graph):
+    SGD, or Adam with β1 = 0 (the Reptile paper's inner loop and its Omniglot evaluation)."""
     phi = P.detach(params, requires_grad=True)
     yield P.detach(phi)
     if inner_optimizer == "adam":
@@ -94,7 +95,7 @@ def _evaluate_batched(model, params, tasks: Task, loss_fn, inner_lr, inner_steps
     batch_forward = torch.func.vmap(lambda p, x: forward(model, p, x))
 
     def step(p, x, y):
-        g = torch.func.grad(lambda q: loss_fn(forward(model, q, x), y))(p)
+        g = inner_grads(model, loss_fn, p, x, y)
         return {k: p[k] - inner_lr * g[k] for k in p}
 
     rows = []

@@ -11,35 +11,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import params as P
-from .maml import LossFn, adapt, check_hyper
+from .evaluation import trajectory
+from .maml import LossFn, check_hyper
 from .params import Params, forward
 from .tasks import Task
 
 INNER_OPTIMIZERS = ("sgd", "adam")
 
 
-def adapt_adam(model: nn.Module, params: Params, x, y, loss_fn: LossFn, inner_lr: float,
-               inner_steps: int, betas=(0.0, 0.999)) -> Params:
-    """k steps of Adam on the support set, as the Reptile paper's inner loop (β1 = 0)."""
-    phi = P.detach(params, requires_grad=True)
-    optimizer = torch.optim.Adam(phi.values(), lr=inner_lr, betas=betas)
-    for _ in range(inner_steps):
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(forward(model, phi, x), y).backward()
-        optimizer.step()
-    return P.detach(phi)
-
-
 def adapt_task(model: nn.Module, params: Params, task: Task, loss_fn: LossFn, inner_lr: float,
                inner_steps: int, inner_optimizer: str = "sgd") -> Params:
-    """φ_i: the parameters after k inner steps on the task's support set (no graph kept)."""
-    if inner_optimizer == "adam":
-        return adapt_adam(model, params, task.x_support, task.y_support, loss_fn, inner_lr, inner_steps)
-    if inner_optimizer != "sgd":
+    """φ_i: the parameters after k inner steps (SGD, or Adam with β1 = 0 as the Reptile paper) on the
+    task's support set, no graph kept."""
+    if inner_optimizer not in INNER_OPTIMIZERS:
         raise ValueError(f"unknown inner optimizer {inner_optimizer!r}; choose one of {INNER_OPTIMIZERS}")
-    phi = adapt(model, P.detach(params), task.x_support, task.y_support, loss_fn, inner_lr, inner_steps,
-                first_order=True)
-    return P.detach(phi)
+    *_, phi = trajectory(model, params, task.x_support, task.y_support, loss_fn, inner_lr, inner_steps,
+                         inner_optimizer)
+    return phi
 
 
 def mean_adapted(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,

@@ -104,20 +104,21 @@ def test_first_order_is_query_gradient_at_detached_adapted_params(device, steps)
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def meta_grads(model, params, tasks, inner_lr, first_order=False):
+    loss = maml.maml_loss(model, params, tasks, F.mse_loss, inner_lr, first_order=first_order)
+    return torch.autograd.grad(loss, list(params.values()))
+
+
 def test_second_order_differs_from_first_order_by_the_hessian_term(device):
     model = small_mlp(device)
     params = P.get_params(model)
     tasks = sine_batch(4, device)
-    so = torch.autograd.grad(maml.maml_loss(model, params, tasks, F.mse_loss, 0.1), list(params.values()))
-    fo = torch.autograd.grad(maml.maml_loss(model, params, tasks, F.mse_loss, 0.1, first_order=True),
-                             list(params.values()))
+    so, fo = meta_grads(model, params, tasks, 0.1), meta_grads(model, params, tasks, 0.1, first_order=True)
     diff = torch.cat([(a - b).reshape(-1) for a, b in zip(so, fo)]).norm()
     scale = torch.cat([a.reshape(-1) for a in so]).norm()
     assert diff > 1e-3 * scale
     # ...and the difference vanishes as α -> 0, where (I - αH) -> I
-    so0 = torch.autograd.grad(maml.maml_loss(model, params, tasks, F.mse_loss, 1e-9), list(params.values()))
-    fo0 = torch.autograd.grad(maml.maml_loss(model, params, tasks, F.mse_loss, 1e-9, first_order=True),
-                              list(params.values()))
+    so0, fo0 = meta_grads(model, params, tasks, 1e-9), meta_grads(model, params, tasks, 1e-9, first_order=True)
     for a, b in zip(so0, fo0):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
 
