@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--split", default="maml", choices=("maml", "vinyals"), help="omniglot character split")
     t.add_argument("--inner-optimizer", choices=("sgd", "adam"), help="Reptile's inner optimizer (" + _paper(
         "inner_optimizer") + ")")
+    t.add_argument("--inner-batch", type=int, help="Reptile: examples per inner step (default: 10 for "
+                   "Omniglot as the Reptile code, else the whole support set)")
     t.add_argument("--no-anneal", action="store_true", help="Reptile: keep ε constant (default: linear to 0)")
     t.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="adapt the meta-batch as one vmap computation (default: when the model allows it)")
@@ -74,6 +76,7 @@ def train(args) -> None:
     config = Config(task=args.task, algo=args.algo, iterations=args.iterations, inner_lr=args.inner_lr,
                     outer_lr=args.outer_lr, inner_steps=args.inner_steps, meta_batch_size=args.meta_batch_size,
                     shots=args.shots, queries=args.queries, seed=args.seed, inner_optimizer=args.inner_optimizer,
+                    inner_batch=args.inner_batch,
                     anneal=not args.no_anneal, batched=args.batched, val_every=args.val_every,
                     ways=args.ways, split=args.split, data_dir=args.data_dir,
                     checkpoint_every=args.checkpoint_every).resolved()

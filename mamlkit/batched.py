@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from .params import Params
-from .tasks import Task
+from .tasks import Task, step_batch
 
 FUSED_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -52,11 +52,12 @@ def inner_grads(model, loss_fn, params, x, y):
 
 def adapt_batched(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn, inner_lr: float,
                   inner_steps: int, first_order: bool = False, inner_optimizer: str = "sgd",
-                  betas=(0.0, 0.999), eps: float = 1e-8) -> Params:
+                  betas=(0.0, 0.999), eps: float = 1e-8, inner_batch: int | None = None) -> Params:
     """Adapt on every task at once; ``x``, ``y`` have a leading task dimension, so does the result.
 
     ``inner_optimizer="adam"`` runs ``torch.optim.Adam``'s update (Reptile's inner loop), written out
-    so that it can run under ``vmap``; it is first order (used by Reptile only).
+    so that it can run under ``vmap``; it is first order (used by Reptile only). ``inner_batch`` as in
+    ``evaluation.trajectory``: step ``s`` uses the ``s``-th block of that many examples.
     """
     check_batchable(model)
 
@@ -64,7 +65,7 @@ def adapt_batched(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_f
         m = {k: torch.zeros_like(v) for k, v in p.items()}
         s = {k: torch.zeros_like(v) for k, v in p.items()}
         for t in range(1, inner_steps + 1):
-            g = inner_grads(model, loss_fn, p, xs, ys)
+            g = inner_grads(model, loss_fn, p, *step_batch(xs, ys, t - 1, inner_batch))
             if first_order or inner_optimizer == "adam":
                 g = {k: v.detach() for k, v in g.items()}
             if inner_optimizer == "adam":

@@ -28,7 +28,8 @@ _OMNIGLOT = dict(iterations=60_000, inner_lr=0.4, outer_lr=0.001, inner_steps=1,
 for _algo in ("maml", "fomaml", "pretrain"):
     DEFAULTS[("omniglot", _algo)] = _OMNIGLOT
 DEFAULTS[("omniglot", "reptile")] = dict(iterations=100_000, inner_lr=0.001, outer_lr=1.0, inner_steps=5,
-                                         meta_batch_size=5, shots=10, queries=5, inner_optimizer="adam")
+                                         meta_batch_size=5, shots=10, queries=5, inner_optimizer="adam",
+                                         inner_batch=10)
 
 # The test protocol: support size, step size, optimizer and steps used to fine-tune at meta-test.
 EVAL = {
@@ -63,6 +64,7 @@ class Config:
     split: str = "maml"
     data_dir: str | None = None
     inner_optimizer: str | None = None
+    inner_batch: int | None = None  # Reptile: examples per inner step (None: the whole support set)
     anneal: bool = True
     batched: bool | None = None
     val_every: int = 1000
@@ -102,6 +104,9 @@ class Config:
                 raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
         if self.split not in ("maml", "vinyals"):
             raise ValueError(f"split must be 'maml' or 'vinyals', got {self.split!r}")
+        if self.inner_batch is not None and (self.algo != "reptile" or self.inner_batch < 1):
+            raise ValueError(f"inner_batch must be an integer >= 1 and is for --algo reptile only (MAML adapts on the "
+                             f"whole support set), got {self.inner_batch!r} with algo {self.algo!r}")
         if self.inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {self.inner_optimizer!r}")
 

@@ -16,7 +16,7 @@ from . import maml
 from . import params as P
 from .batched import inner_grads, prefer_batched
 from .params import forward
-from .tasks import Task
+from .tasks import Task, step_batch
 
 
 @dataclass
@@ -47,22 +47,24 @@ def score(pred: Tensor, y: Tensor, metric: str) -> Tensor:
 
 
 def trajectory(model: nn.Module, params: P.Params, x: Tensor, y: Tensor, loss_fn, inner_lr: float,
-               inner_steps: int, inner_optimizer: str = "sgd"):
+               inner_steps: int, inner_optimizer: str = "sgd", inner_batch: int | None = None):
     """Yield the parameters before and after each of ``inner_steps`` fine-tuning steps (no graph):
-    SGD, or Adam with β1 = 0 (the Reptile paper's inner loop and its Omniglot evaluation)."""
+    SGD, or Adam with β1 = 0 (the Reptile paper's inner loop and its Omniglot evaluation).
+    With ``inner_batch = b``, step ``s`` uses examples ``s·b … s·b + b − 1`` (see ``reptile.minibatch_order``)."""
     phi = P.detach(params, requires_grad=True)
     yield P.detach(phi)
-    if inner_optimizer == "adam":
-        optimizer = torch.optim.Adam(phi.values(), lr=inner_lr, betas=(0.0, 0.999))
-        for _ in range(inner_steps):
+    optimizer = torch.optim.Adam(phi.values(), lr=inner_lr, betas=(0.0, 0.999)) if inner_optimizer == "adam" else None
+    for step in range(inner_steps):
+        xs, ys = step_batch(x, y, step, inner_batch)
+        if optimizer is None:
+            phi = maml.inner_update(model, phi, xs, ys, loss_fn, inner_lr, first_order=True)
+            phi = P.detach(phi, requires_grad=True)
+        else:
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(forward(model, phi, x), y).backward()
+            loss_fn(forward(model, phi, xs), ys).backward()
             optimizer.step()
-            yield P.detach(phi)
-        return
-    for _ in range(inner_steps):
-        phi = P.detach(maml.inner_update(model, phi, x, y, loss_fn, inner_lr, first_order=True), requires_grad=True)
         yield P.detach(phi)
+
 
 
 def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr: float, inner_steps: int = 10,

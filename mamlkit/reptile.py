@@ -6,6 +6,8 @@ Introduced in notebook 06_reptile.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,18 +22,20 @@ INNER_OPTIMIZERS = ("sgd", "adam")
 
 
 def adapt_task(model: nn.Module, params: Params, task: Task, loss_fn: LossFn, inner_lr: float,
-               inner_steps: int, inner_optimizer: str = "sgd") -> Params:
+               inner_steps: int, inner_optimizer: str = "sgd", inner_batch: int | None = None) -> Params:
     """φ_i: the parameters after k inner steps (SGD, or Adam with β1 = 0 as the Reptile paper) on the
-    task's support set, no graph kept."""
+    task's support set, no graph kept; with ``inner_batch``, on consecutive blocks of it
+    (order them with ``minibatch_order`` first)."""
     if inner_optimizer not in INNER_OPTIMIZERS:
         raise ValueError(f"unknown inner optimizer {inner_optimizer!r}; choose one of {INNER_OPTIMIZERS}")
     *_, phi = trajectory(model, params, task.x_support, task.y_support, loss_fn, inner_lr, inner_steps,
-                         inner_optimizer)
+                         inner_optimizer, inner_batch)
     return phi
 
 
 def mean_adapted(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
-                 inner_steps: int, inner_optimizer: str = "sgd", batched: bool = False) -> Params:
+                 inner_steps: int, inner_optimizer: str = "sgd", batched: bool = False,
+                 inner_batch: int | None = None) -> Params:
     """mean_i φ_i over the tasks of a batch (no graph kept)."""
     check_hyper(inner_lr, inner_steps)
     if inner_optimizer not in INNER_OPTIMIZERS:
@@ -39,22 +43,41 @@ def mean_adapted(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn,
     if batched and isinstance(tasks, Task):
         from .batched import adapt_batched
 
-        phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, loss_fn,
-                             inner_lr, inner_steps, first_order=True, inner_optimizer=inner_optimizer)
+        phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, loss_fn, inner_lr,
+                             inner_steps, first_order=True, inner_optimizer=inner_optimizer, inner_batch=inner_batch)
         return {k: v.detach().mean(0) for k, v in phis.items()}
-    return P.mean([adapt_task(model, params, t, loss_fn, inner_lr, inner_steps, inner_optimizer) for t in tasks])
+    return P.mean([adapt_task(model, params, t, loss_fn, inner_lr, inner_steps, inner_optimizer, inner_batch)
+                   for t in tasks])
+
+
+def minibatch_order(tasks: Task, inner_batch: int, inner_steps: int, generator: torch.Generator) -> Task:
+    """Reorder each task's support set so that inner step ``s`` trains on the ``s``-th block of
+    ``inner_batch`` examples: the examples shuffled, used up, reshuffled (the Reptile code's
+    mini-batches without replacement, e.g. 5 steps of 10 of the 50 support images).
+
+    ``tasks`` has a leading task dimension; the result holds ``inner_batch · inner_steps`` support
+    examples per task. The shuffling draws from ``generator`` (on the CPU, as task sampling)."""
+    n_tasks, n = tasks.x_support.shape[:2]
+    if not 1 <= inner_batch <= n:
+        raise ValueError(f"inner_batch must be between 1 and the {n} support examples per task, got {inner_batch}")
+    rounds = -(-inner_batch * inner_steps // n)  # ceil
+    order = torch.stack([torch.cat([torch.randperm(n, generator=generator) for _ in range(rounds)])
+                         for _ in range(n_tasks)])[:, : inner_batch * inner_steps].to(tasks.x_support.device)
+    rows = torch.arange(n_tasks, device=order.device)[:, None]
+    return replace(tasks, x_support=tasks.x_support[rows, order], y_support=tasks.y_support[rows, order])
 
 
 def reptile_step(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
                  inner_steps: int, outer_lr: float, inner_optimizer: str = "sgd",
-                 batched: bool = False) -> Params:
+                 batched: bool = False, inner_batch: int | None = None) -> Params:
     """One Reptile outer step; returns the new meta-parameters ``θ + ε (mean_i φ_i − θ)``.
 
     ``outer_lr`` is ε (anneal it linearly to 0 by passing a smaller value each step).
     """
     if not 0 <= outer_lr:
         raise ValueError(f"outer_lr (epsilon) must be >= 0, got {outer_lr}")
-    mean_phi = mean_adapted(model, params, tasks, loss_fn, inner_lr, inner_steps, inner_optimizer, batched)
+    mean_phi = mean_adapted(model, params, tasks, loss_fn, inner_lr, inner_steps, inner_optimizer, batched,
+                            inner_batch)
     with torch.no_grad():
         return P.lerp(P.detach(params), mean_phi, outer_lr)
 

@@ -107,3 +107,10 @@ def sine_test_tasks(n: int = 600, shots: int = 5, queries: int = 100, seed: int 
 def sine_grid(n: int = 200, device="cpu") -> Tensor:
     """Evenly spaced inputs over the task range, shape (n, 1), for plotting curves."""
     return torch.linspace(*X_RANGE, n, device=device).reshape(-1, 1)
+
+
+def step_batch(x: Tensor, y: Tensor, step: int, inner_batch: int | None) -> tuple[Tensor, Tensor]:
+    """The examples inner step ``step`` trains on: all of them, or the ``step``-th block of ``inner_batch``."""
+    if inner_batch is None:
+        return x, y
+    return x[step * inner_batch: (step + 1) * inner_batch], y[step * inner_batch: (step + 1) * inner_batch]

@@ -124,11 +124,13 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
     """
     cfg, model = run.config, run.model
     params, loss_fn = P.get_params(model), loss_function(cfg.task)
+    if cfg.inner_batch is not None:  # Reptile's mini-batches: drawn for all tasks, before sharding
+        tasks = reptile.minibatch_order(tasks, cfg.inner_batch, cfg.inner_steps, run.generator)
     mine, weight = distributed.shard(tasks)
     if cfg.algo == "reptile":
         eps = cfg.outer_lr * (1 - run.iteration / cfg.iterations) if cfg.anneal else cfg.outer_lr
         mean_phi = reptile.mean_adapted(model, params, mine, loss_fn, cfg.inner_lr, cfg.inner_steps,
-                                        cfg.inner_optimizer, batched)
+                                        cfg.inner_optimizer, batched, cfg.inner_batch)
         if weight != 1.0:
             mean_phi = {k: v * weight for k, v in mean_phi.items()}
             distributed.all_reduce_(mean_phi.values())

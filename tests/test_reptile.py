@@ -109,3 +109,41 @@ def test_batched_adam_inner_loop_equals_the_loop(device):
     batched = reptile.reptile_step(model, params, tasks, F.mse_loss, 0.01, 4, 0.7, "adam", batched=True)
     close(batched, loop, rtol=1e-10, atol=1e-12)
     assert P.norm(P.sub(batched, params)) > 1e-3
+
+
+def test_minibatch_order_uses_every_example_once_before_reusing_any(device):
+    _, _, tasks = setup(device, n=4)  # 6 support points per task
+    ordered = reptile.minibatch_order(tasks, 4, 3, torch.Generator().manual_seed(0))  # 12 = two rounds of 6
+    assert ordered.x_support.shape == (4, 12, 1)
+    for t in range(4):
+        for block in (ordered.x_support[t, :6], ordered.x_support[t, 6:]):
+            assert sorted(block.flatten().tolist()) == sorted(tasks.x_support[t].flatten().tolist())
+        pairs = dict(zip(tasks.x_support[t].flatten().tolist(), tasks.y_support[t].flatten().tolist()))
+        assert [pairs[x] for x in ordered.x_support[t].flatten().tolist()] == ordered.y_support[t].flatten().tolist()
+    again = reptile.minibatch_order(tasks, 4, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(again.x_support, ordered.x_support)
+    assert not torch.equal(ordered.x_support[0], ordered.x_support[1])  # each task shuffled on its own
+    with pytest.raises(ValueError, match="inner_batch must be between 1 and the 6"):
+        reptile.minibatch_order(tasks, 7, 3, torch.Generator())
+
+
+def test_inner_batch_steps_on_consecutive_blocks(device):
+    model, params, tasks = setup(device, n=1)
+    task = tasks[0]
+    phi = reptile.adapt_task(model, params, task, F.mse_loss, 0.05, 3, inner_batch=2)
+    expected = params
+    for s in range(3):
+        x, y = task.x_support[2 * s: 2 * s + 2], task.y_support[2 * s: 2 * s + 2]
+        expected = P.detach(maml.inner_update(model, P.detach(expected, requires_grad=True), x, y, F.mse_loss, 0.05))
+    close(phi, expected, rtol=1e-12, atol=1e-12)
+    full = reptile.adapt_task(model, params, task, F.mse_loss, 0.05, 3)
+    assert not torch.allclose(full["0.weight"], phi["0.weight"])
+
+
+def test_inner_batch_is_for_reptile_only():
+    from mamlkit.config import Config
+
+    assert Config(task="omniglot", algo="reptile").resolved().inner_batch == 10
+    assert Config(algo="reptile").resolved().inner_batch is None
+    with pytest.raises(ValueError, match="for --algo reptile only"):
+        Config(algo="maml", inner_batch=5).resolved()
