@@ -69,7 +69,7 @@ def adapt_batched(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_f
             if first_order or inner_optimizer == "adam":
                 g = {k: v.detach() for k, v in g.items()}
             if inner_optimizer == "adam":
-                p, m, s = _adam(p, g, m, s, t, inner_lr, betas, eps)
+                p, m, s = adam_update(p, g, m, s, t, inner_lr, betas, eps)
             else:
                 p = {k: p[k] - inner_lr * g[k] for k in p}
         return p
@@ -77,8 +77,9 @@ def adapt_batched(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_f
     return vmap(one_task, in_dims=(None, 0, 0))(params, x, y)
 
 
-def _adam(p, g, m, s, t: int, lr: float, betas, eps: float):
-    """One step of torch.optim.Adam (no weight decay), as plain tensor arithmetic."""
+def adam_update(p, g, m, s, t: int, lr: float, betas=(0.0, 0.999), eps: float = 1e-8):
+    """Step ``t`` (from 1) of torch.optim.Adam (no weight decay) as plain tensor arithmetic (usable under ``vmap``);
+    β1 = 0 by default, as Reptile's inner loop."""
     b1, b2 = betas
     m = {k: b1 * m[k] + (1 - b1) * g[k] for k in p}
     s = {k: b2 * s[k] + (1 - b2) * g[k] * g[k] for k in p}

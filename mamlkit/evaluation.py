@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from . import maml
 from . import params as P
-from .batched import inner_grads, prefer_batched
+from .batched import adam_update, inner_grads, prefer_batched
 from .params import forward
 from .tasks import Task, step_batch
 
@@ -76,10 +77,11 @@ def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr:
     """
     maml.check_hyper(inner_lr, inner_steps)
     if batched is None:
-        batched = inner_optimizer == "sgd" and prefer_batched(model)
+        batched = prefer_batched(model)
     if batched:
-        chunks = [_evaluate_batched(model, params, tasks[i: i + chunk], loss_fn, inner_lr, inner_steps, metric)
-                  for i in range(0, len(tasks), chunk)]  # bounded memory for large test sets
+        # ``chunk`` tasks at a time: bounded memory for large test sets
+        chunks = [_evaluate_batched(model, params, tasks[i: i + chunk], loss_fn, inner_lr, inner_steps, metric,
+                                    inner_optimizer) for i in range(0, len(tasks), chunk)]
         return EvalResult(chunks[0].steps, torch.cat([c.per_task for c in chunks]), metric)
     rows = []
     for task in tasks:
@@ -92,18 +94,23 @@ def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr:
     return EvalResult(list(range(inner_steps + 1)), torch.stack(rows).cpu(), metric)
 
 
-def _evaluate_batched(model, params, tasks: Task, loss_fn, inner_lr, inner_steps, metric) -> EvalResult:
+def _evaluate_batched(model, params, tasks: Task, loss_fn, inner_lr, inner_steps, metric,
+                      inner_optimizer="sgd") -> EvalResult:
     params = {k: v.detach().unsqueeze(0).expand(len(tasks), *v.shape) for k, v in params.items()}
+    moments = ({k: torch.zeros_like(v) for k, v in params.items()}, {k: torch.zeros_like(v) for k, v in params.items()})
     batch_forward = torch.func.vmap(lambda p, x: forward(model, p, x))
 
-    def step(p, x, y):
+    def step(p, m, s, x, y, t: int):
         g = inner_grads(model, loss_fn, p, x, y)
-        return {k: p[k] - inner_lr * g[k] for k in p}
+        if inner_optimizer == "adam":
+            return adam_update(p, g, m, s, t, inner_lr)
+        return {k: p[k] - inner_lr * g[k] for k in p}, m, s
 
     rows = []
     for i in range(inner_steps + 1):
         with torch.no_grad():
             rows.append(score(batch_forward(params, tasks.x_query), tasks.y_query, metric))
         if i < inner_steps:
-            params = torch.func.vmap(step)(params, tasks.x_support, tasks.y_support)
+            params, *moments = torch.func.vmap(partial(step, t=i + 1))(params, *moments, tasks.x_support,
+                                                                       tasks.y_support)
     return EvalResult(list(range(inner_steps + 1)), torch.stack(rows, 1).cpu(), metric)

@@ -37,6 +37,39 @@ FIGURE_DEFAULTS = {
 }
 
 
+# present(): figures and widget controls large enough to read from the back of a lecture hall
+LECTURE_FIGURES = {
+    "figure.figsize": (7.2, 4.5),
+    "figure.dpi": 110,
+    "font.size": 15,
+    "legend.fontsize": "medium",
+    "lines.linewidth": 2.5,
+    "lines.markersize": 9,
+}
+LECTURE_CSS = """<style>body {
+  --jp-widgets-font-size: 20px; --jp-widgets-inline-height: 40px;
+  --jp-widgets-inline-width: 520px; --jp-widgets-inline-label-width: 160px;
+  --jp-widgets-slider-handle-size: 22px;
+}</style>"""
+_before_lecture: dict = {}
+
+
+def present(on: bool = True) -> None:
+    """Lecture mode: large figures, fonts and widget controls for a projector; ``present(False)`` undoes it.
+
+    Call it before creating the figures and explorers you show. Introduced in notebook 00_welcome.
+    """
+    from IPython.display import HTML, display, update_display
+
+    if on and not _before_lecture:
+        _before_lecture.update({key: mpl.rcParams[key] for key in LECTURE_FIGURES})
+    mpl.rcParams.update(LECTURE_FIGURES if on else _before_lecture)
+    if not on:
+        _before_lecture.clear()
+    show = display if on else update_display  # the same output area holds the CSS: emptying it reverts it
+    show(HTML(LECTURE_CSS if on else ""), display_id="mamlkit-present")
+
+
 def fast(normal, in_fast):
     """``in_fast`` when ``MAMLKIT_FAST=1`` (CI), else ``normal``: ``n_tasks = fast(600, 100)``."""
     return in_fast if FAST else normal

@@ -30,7 +30,7 @@ class Explorer(W.VBox):
 
     def __init__(self, controls: dict, draw, figsize=(5.6, 3.2)):
         super().__init__()
-        self.fig = Figure(figsize=figsize, dpi=90, layout="constrained")
+        self.fig = Figure(figsize=figsize, layout="constrained")  # dpi from rcParams: notebook.present() enlarges
         self.ax = self.fig.add_subplot()
         self.controls, self.draw, self.state, self.redraws = controls, draw, {}, 0
         self.output, self.message = W.Output(), W.HTML()

@@ -101,13 +101,16 @@ def test_bad_config(field, value):
         Config(**{field: value}).resolved()
 
 
-def test_evaluate_reports_mean_and_ci_and_batched_equals_loop(device):
+@pytest.mark.parametrize("inner_optimizer", ["sgd", "adam"])
+def test_evaluate_reports_mean_and_ci_and_batched_equals_loop(device, inner_optimizer):
     torch.manual_seed(0)
     model = training.build_model(Config().resolved()).to(device)
     tasks = sine_test_tasks(20, 5, 30, device=device)
-    loop = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=False)
-    batched = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=True)
+    kw = dict(inner_optimizer=inner_optimizer, chunk=7)  # three chunks, the last one short
+    loop = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=False, **kw)
+    batched = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=True, **kw)
     torch.testing.assert_close(batched.per_task, loop.per_task, rtol=1e-5, atol=1e-6)
+    assert (loop.per_task[:, 3] != loop.per_task[:, 0]).all()
     assert loop.per_task.shape == (20, 4)
     with torch.no_grad():
         zero_step = ((model(tasks.x_query) - tasks.y_query) ** 2).mean((1, 2)).cpu()
