@@ -27,3 +27,39 @@ test: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Lectures: `make slides` exports every notebook as reveal.js slides to _build/slides/ (one slide per
+# #/## heading; SLIDES_FLAGS=--execute puts the outputs in). To present live: Alt+R in JupyterLab.
+SLIDES_FLAGS ?=
+.PHONY: slides site
+
+slides: install
+	$(BIN)/jupyter nbconvert --to slides --SlidesExporter.reveal_scroll=True $(SLIDES_FLAGS) \
+		--output-dir _build/slides notebooks/[0-9][0-9]_*.ipynb
+
+# The course as a static web site (Jupyter Book 1, config in site/): every notebook executed in full
+$(BIN)/.site-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[site]"
+	touch $@
+
+site: $(BIN)/.site-installed
+	rm -rf _build/site && mkdir -p _build/site/notebooks
+	cp site/*.yml site/*.md _build/site/
+	cp notebooks/*.ipynb _build/site/notebooks/
+	env -u MAMLKIT_FAST $(BIN)/jupyter-book build _build/site
+	@echo "the course as a web site: $(CURDIR)/_build/site/_build/html/index.html"
+
+# Homework: `make homework` writes the student version of every graded notebook (nbgrader removes the
+# solutions and hidden tests) to homework/release/<assignment>/; see homework/README.md
+ASSIGNMENTS = $(notdir $(wildcard homework/source/hw*))
+.PHONY: homework
+
+$(BIN)/.instructor-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[instructor]"
+	touch $@
+
+# nbgrader runs the `alembic` of its environment: the venv goes first on PATH
+homework: $(BIN)/.instructor-installed
+	cd homework && for a in $(ASSIGNMENTS); do \
+		PATH="$(abspath $(BIN)):$$PATH" nbgrader generate_assignment $$a --force --log-level=WARN || exit 1; done
+	@echo "student versions (hand these out):" && ls -1 $(CURDIR)/homework/release/*/*.ipynb

@@ -21,18 +21,18 @@ def sine(x, amplitude, phase):
     return amplitude * torch.sin(x - phase)
 
 
-def inner_update(model, params, x, y, loss_fn, inner_lr):
+def inner_update(model, theta, x, y, loss_fn, inner_lr):
     """02_inner_update: θ' = θ − α ∇_θ L(θ), keeping the graph for the outer update."""
-    loss = loss_fn(forward(model, params, x), y)
-    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-    return {name: p - inner_lr * g for (name, p), g in zip(params.items(), grads)}
+    loss = loss_fn(forward(model, theta, x), y)
+    grads = torch.autograd.grad(loss, list(theta.values()), create_graph=True)
+    return {name: p - inner_lr * g for (name, p), g in zip(theta.items(), grads)}
 
 
-def adapt(model, params, x, y, loss_fn, inner_lr, inner_steps):
+def adapt(model, theta, x, y, loss_fn, inner_lr, inner_steps):
     """02_inner_update: ``inner_steps`` inner updates on the same support set."""
     for _ in range(inner_steps):
-        params = inner_update(model, params, x, y, loss_fn, inner_lr)
-    return params
+        theta = inner_update(model, theta, x, y, loss_fn, inner_lr)
+    return theta
 
 
 def meta_gradient_linear(x_support, y_support, x_query, y_query, w, inner_lr):
@@ -46,11 +46,11 @@ def meta_gradient_linear(x_support, y_support, x_query, y_query, w, inner_lr):
     return (identity - inner_lr * hessian) @ grad(x_query, y_query, adapted)
 
 
-def meta_loss(model, params, tasks, loss_fn, inner_lr):
+def meta_loss(model, theta, tasks, loss_fn, inner_lr):
     """03_outer_update: mean over tasks of the query loss after one inner step (second order)."""
     losses = []
     for task in tasks:
-        adapted = inner_update(model, params, task.x_support, task.y_support, loss_fn, inner_lr)
+        adapted = inner_update(model, theta, task.x_support, task.y_support, loss_fn, inner_lr)
         losses.append(loss_fn(forward(model, adapted, task.x_query), task.y_query))
     return torch.stack(losses).mean()
 
@@ -61,19 +61,19 @@ def ci95(per_task):
     return float(per_task.mean()), float(1.96 * per_task.std(unbiased=True) / math.sqrt(n))
 
 
-def first_order_gradient(model, params, task, loss_fn, inner_lr):
+def first_order_gradient(model, theta, task, loss_fn, inner_lr):
     """05_first_order_maml: the FOMAML meta-gradient of one task, ∇_θ′ L_query(θ′)."""
-    loss = loss_fn(forward(model, params, task.x_support), task.y_support)
-    grads = torch.autograd.grad(loss, list(params.values()))
-    adapted = {name: (p - inner_lr * g).detach().requires_grad_() for (name, p), g in zip(params.items(), grads)}
+    loss = loss_fn(forward(model, theta, task.x_support), task.y_support)
+    grads = torch.autograd.grad(loss, list(theta.values()))
+    adapted = {name: (p - inner_lr * g).detach().requires_grad_() for (name, p), g in zip(theta.items(), grads)}
     query = loss_fn(forward(model, adapted, task.x_query), task.y_query)
     return dict(zip(adapted, torch.autograd.grad(query, list(adapted.values()))))
 
 
-def reptile_update(params, adapted, outer_lr):
+def reptile_update(theta, adapted, outer_lr):
     """06_reptile: θ + ε (mean_i φ_i − θ) for a list of adapted parameter dicts φ_i."""
     return {name: p + outer_lr * (torch.stack([phi[name] for phi in adapted]).mean(0) - p)
-            for name, p in params.items()}
+            for name, p in theta.items()}
 
 
 def significant(mean_a, ci_a, mean_b, ci_b):

@@ -1,7 +1,8 @@
 """Build the course notebooks from their sources in ``notebooks/_src/*.py`` (percent format:
 ``# %% [markdown]`` and ``# %%`` start cells). The notebooks are written stripped of outputs
 (execution_count null), the policy ``tests/test_notebooks_clean.py`` enforces. Each ``#``/``##``
-heading starts a slide (``jupyter nbconvert --to slides notebooks/04_maml.ipynb`` for a lecture).
+heading starts a slide: present live with jupyterlab-rise (``Alt+R``; the notebook's ``rise`` metadata
+lets long slides scroll), export with ``make slides`` (``jupyter nbconvert --to slides``); tests/test_slides.py.
 
     python notebooks/_build.py            # rebuild every notebook
 """
@@ -16,7 +17,9 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 MARKER = re.compile(r"^# %%( \[markdown\])?\s*$", re.M)
+HEADING = re.compile(r"#{1,2} ")  # a `#` or `##` heading starts a slide
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
+RISE = {"scroll": True, "transition": "none", "slideNumber": "c/t"}  # jupyterlab-rise settings
 
 
 def cells_from_source(text: str) -> list:
@@ -25,18 +28,19 @@ def cells_from_source(text: str) -> list:
         body = body.strip("\n")
         if is_md:
             source = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
-            cell = nbformat.v4.new_markdown_cell(source)
+            # a heading inside a markdown cell opens a cell of its own, so that it starts a slide too
+            cells += [nbformat.v4.new_markdown_cell(part) for part in re.split(r"\n+(?=#{1,2} )", source)]
         else:
-            cell = nbformat.v4.new_code_cell(body)
-        slide = cell.cell_type == "markdown" and re.match(r"#{1,2} ", cell.source)
+            cells.append(nbformat.v4.new_code_cell(body))
+    for cell in cells:
+        slide = cell.cell_type == "markdown" and HEADING.match(cell.source)
         cell.metadata["slideshow"] = {"slide_type": "slide" if slide else "-"}
-        cells.append(cell)
     return cells
 
 
 def build(source: Path) -> Path:
     nb = nbformat.v4.new_notebook(cells=cells_from_source(source.read_text()))
-    nb.metadata.update(kernelspec=KERNEL, language_info={"name": "python"})
+    nb.metadata.update(kernelspec=KERNEL, language_info={"name": "python"}, rise=RISE)
     for i, cell in enumerate(nb.cells):
         cell.id = f"{source.stem[:2]}-{i:02d}"
     nbformat.validate(nb)

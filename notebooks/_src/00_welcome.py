@@ -15,7 +15,7 @@ import inspect
 import ipywidgets
 
 from mamlkit import checks, maml, reptile, widgets
-from mamlkit.notebook import FAST, setup_notebook
+from mamlkit.notebook import FAST, present, setup_notebook
 
 device = setup_notebook(seed=0)
 
@@ -42,6 +42,17 @@ button = ipywidgets.Button(description="Click me", button_style="info")
 status = ipywidgets.Label("not clicked yet")
 button.on_click(lambda _: setattr(status, "value", "✅ widgets work: the kernel answered your click"))
 ipywidgets.HBox([button, status])
+
+# %% [markdown]
+# **Teaching with the course?** Every notebook is also a slideshow: each `#`/`##` heading starts a
+# slide. With `jupyterlab-rise` (installed with the course) press `Alt+R` to present it live, cells
+# still running; `make slides` exports static reveal.js slides. `present()` switches to *lecture mode*:
+# large figures, fonts and sliders for a projector (call it before the figures you show);
+# `present(False)` switches back.
+
+# %%
+lecture = False  # instructors: True for a projector
+present(lecture)
 
 # %% [markdown]
 # ## 2. What is optimization-based meta-learning?

@@ -196,7 +196,7 @@ widgets.quiz("Why does mamlkit pass parameters as a dict instead of editing mode
 # (`create_graph=True`): notebook 03 differentiates through your step.
 
 # %%
-def inner_update(model, params, x, y, loss_fn, inner_lr):
+def inner_update(model, theta, x, y, loss_fn, inner_lr):
     raise NotImplementedError
 
 
@@ -206,7 +206,7 @@ checks.check_inner_update(inner_update)
 # **Exercise 2.2 — several steps.** Use your `inner_update` (or the library's) `inner_steps` times.
 
 # %%
-def adapt(model, params, x, y, loss_fn, inner_lr, inner_steps):
+def adapt(model, theta, x, y, loss_fn, inner_lr, inner_steps):
     raise NotImplementedError
 
 

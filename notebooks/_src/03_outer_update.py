@@ -221,7 +221,7 @@ checks.check_meta_gradient_linear(meta_gradient_linear)
 # step on its support set and return the mean query loss (a differentiable scalar tensor).
 
 # %%
-def meta_loss(model, params, tasks, loss_fn, inner_lr):
+def meta_loss(model, theta, tasks, loss_fn, inner_lr):
     raise NotImplementedError
 
 

@@ -190,7 +190,7 @@ widgets.quiz("When does FOMAML's meta-gradient agree best with MAML's?",
 # without any Hessian term.
 
 # %%
-def first_order_gradient(model, params, task, loss_fn, inner_lr):
+def first_order_gradient(model, theta, task, loss_fn, inner_lr):
     raise NotImplementedError
 
 

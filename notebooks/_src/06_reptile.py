@@ -15,7 +15,7 @@
 import torch
 import torch.nn.functional as F
 
-from mamlkit import checks, maml, models, params, reptile, tasks, widgets
+from mamlkit import checks, models, params, reptile, tasks, widgets
 from mamlkit.config import Config
 from mamlkit.notebook import setup_notebook
 
@@ -152,10 +152,10 @@ widgets.quiz("Which quantity plays the role of the meta-gradient in Reptile?",
 # ## Exercises
 #
 # **Exercise 6.1 — the Reptile update.** Given $\theta$ (a dict), a list of adapted dicts $\phi_i$ and
-# $\varepsilon$, return a new dict $\theta + \varepsilon(\frac1n\sum_i \phi_i - \theta)$. Do not modify `params`.
+# $\varepsilon$, return a new dict $\theta + \varepsilon(\frac1n\sum_i \phi_i - \theta)$. Do not modify `theta`.
 
 # %%
-def reptile_update(params, adapted, outer_lr):
+def reptile_update(theta, adapted, outer_lr):
     raise NotImplementedError
 
 

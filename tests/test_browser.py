@@ -1,0 +1,318 @@
+"""The course in a real browser: JupyterLab on localhost, headless Chromium driven by Playwright.
+
+Each notebook is copied to a temporary folder (the repository's notebooks are never saved to), opened
+in JupyterLab, run with Run > Run All Cells, and checked once the kernel is idle: no error outputs,
+every widget output rendered by the ipywidgets front end (no text fallback), and, in notebook 02, a
+slider moved in the browser redraws the figure. A screenshot per notebook is saved to
+``test-artifacts/browser/`` with the server's log.
+
+Needs ``playwright`` (the ``test`` extra) and a Chromium on the PATH (``apt-get install chromium``;
+Playwright's own browser download is not used). Skips locally without them, fails with CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+SLIDER_NOTEBOOK, SLIDER_LABEL = "02_inner_update.ipynb", "inner steps"  # its adaptation explorer
+NOTEBOOK_TIMEOUT = 240  # seconds to run one notebook's cells in the browser
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+# what a widget looks like when the front end cannot render it: its text/plain repr or a placeholder
+FALLBACK = re.compile(r"A Jupyter widget could not be displayed|Loading widget\.\.\.|Error displaying widget"
+                      r"|\b(?:Int|Float|FloatLog)Slider\(|\binteractive\(|\b(?:VBox|HBox|Quiz|Explorer|Button|Label)\(")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _unavailable(reason: str):
+    """Skip with the reason; fail with it in CI (CI=true), where the browser test must run."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"browser test cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    _unavailable("no Chromium on the PATH: apt-get install -y chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """A JupyterLab server on localhost serving a temporary copy of the notebooks."""
+
+    def __init__(self, root: Path, log: Path):
+        self.root, self.log_path = root, log
+        self.port, self.token = _free_port(), uuid.uuid4().hex
+        self.url = f"http://127.0.0.1:{self.port}"
+        settings, state = root.parent / "lab-settings", root.parent / "lab-state"
+        # every notebook cell in the DOM (no virtual scrolling), no news or update checks
+        for plugin, values in {"notebook-extension/tracker": {"windowingMode": "none"},
+                               "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}
+                               }.items():
+            path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+        command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+                   f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+                   f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
+                   "--LabApp.expose_app_in_browser=True", f"--LabApp.user_settings_dir={settings}",
+                   f"--LabApp.workspaces_dir={state / 'workspaces'}", "--LabApp.news_url=None",
+                   "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-root")
+        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(state / "runtime"), "JUPYTER_CONFIG_DIR": str(state / "config")}
+        env.setdefault("MAMLKIT_FAST", "1")  # the CI switch: short runs, the browser is what is tested here
+        self.log = open(log, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(command, cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+
+    def api(self, path: str, method: str = "GET"):
+        request = urllib.request.Request(f"{self.url}{path}", method=method,
+                                         headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+            return json.loads(body) if body else None
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                self.api("/api/status")
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        raise TimeoutError(f"JupyterLab did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def shutdown_kernels(self) -> None:
+        for session in self.api("/api/sessions") or []:
+            self.api(f"/api/sessions/{session['id']}", method="DELETE")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=20)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser") / "course"
+    root.mkdir()
+    for name in NOTEBOOKS:  # a copy: whatever the browser saves never reaches the repository
+        shutil.copy2(ROOT / "notebooks" / name, root / name)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):  # no screenshot of an earlier run passes for this one's
+        old.unlink()
+    server = Lab(root, ARTIFACTS / "jupyterlab.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed: pip install -e '.[test]'")
+    executable = _chromium()
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+# JavaScript run in the page: the notebook panel for a path, its state, its outputs
+PANEL = """(path) => {
+  const app = window.jupyterapp;
+  if (!app) return null;
+  for (const w of app.shell.widgets('main')) if (w.context && w.context.path === path && w.content) return w;
+  return null;
+}"""
+KERNEL_IDLE = f"""(path) => {{
+  const panel = ({PANEL})(path);
+  const kernel = panel && panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return !!kernel && kernel.status === 'idle' && kernel.connectionStatus === 'connected';
+}}"""
+STATE = f"""(path) => {{
+  const panel = ({PANEL})(path);
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  const cells = Array.from(panel.content.widgets).filter(c => c.model.type === 'code');
+  const outputs = cells.map(c => c.model.outputs.toJSON());
+  return {{
+    status: kernel ? kernel.status : 'none',
+    busy_prompts: Array.from(panel.node.querySelectorAll('.jp-InputPrompt')).filter(
+      p => p.textContent.includes('*')).length,
+    code_cells: cells.length,
+    executed: cells.filter(c => c.model.executionCount !== null).length,
+    errors: outputs.flatMap((outs, i) => outs.filter(o => o.output_type === 'error').map(
+      o => ({{cell: i, ename: o.ename, evalue: o.evalue, traceback: o.traceback.join('\\n')}}))),
+    widget_outputs: outputs.flat().filter(
+      o => o.data && o.data['application/vnd.jupyter.widget-view+json']).length,
+  }};
+}}"""
+WIDGETS = f"""(path) => {{
+  const panel = ({PANEL})(path);
+  const views = [];  // the DOM node of every widget-view output, found through the cell's model
+  for (const cell of panel.content.widgets) {{
+    if (cell.model.type !== 'code') continue;
+    const outputs = cell.model.outputs.toJSON();
+    outputs.forEach((o, i) => {{
+      if (!(o.data && o.data['application/vnd.jupyter.widget-view+json'])) return;
+      const child = cell.outputArea.widgets[i];
+      views.push(child ? child.node.querySelector('.jp-OutputArea-output') : null);
+    }});
+  }}
+  return {{
+    views: views.filter(v => v).length,
+    rendered: views.filter(v => v && v.querySelector('.jupyter-widgets')
+                                && !/Error displaying widget/.test(v.textContent)).length,
+    sliders: panel.node.querySelectorAll('.widget-slider .noUi-handle').length,
+    figures: Array.from(panel.node.querySelectorAll('.widget-output img')).filter(
+      i => i.complete && i.naturalWidth > 0).length,
+    error_mime: panel.node.querySelectorAll('[data-mime-type="application/vnd.jupyter.error"]').length,
+    texts: Array.from(panel.node.querySelectorAll('.jp-OutputArea-output')).map(o => o.innerText),
+  }};
+}}"""
+
+
+def _run_all(page, name: str, lab: Lab) -> dict:
+    """Open the notebook, wait for its kernel, click Run > Run All Cells, wait until it has finished."""
+    page.goto(f"{lab.url}/lab/tree/{name}?reset&token={lab.token}", wait_until="domcontentloaded")
+    page.wait_for_function(KERNEL_IDLE, arg=name, timeout=120_000, polling=250)
+    page.evaluate("window.jupyterapp.shell.collapseLeft()")  # the notebook wide, for the screenshots
+    page.locator("#jp-MainMenu .lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+    label = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+    page.locator(".lm-Menu-item:visible", has=label).click()
+    deadline, idle_since = time.monotonic() + NOTEBOOK_TIMEOUT, None
+    while True:
+        state = page.evaluate(STATE, name)
+        started = state["executed"] > 0 or state["busy_prompts"] > 0
+        finished = state["executed"] == state["code_cells"] or state["errors"]  # Run All stops at an error
+        if started and finished and state["status"] == "idle" and not state["busy_prompts"]:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > 1.0:  # idle twice in a row, a second apart
+                return state
+        else:
+            idle_since = None
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}: not finished after {NOTEBOOK_TIMEOUT} s: {state}")
+        time.sleep(0.5)
+
+
+def _wait_widgets(page, name: str, expected: int, timeout: float = 60) -> dict:
+    """The widget views render asynchronously after their outputs arrive: wait for all of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        widgets = page.evaluate(WIDGETS, name)
+        if (widgets["views"] >= expected and widgets["rendered"] == widgets["views"]) or time.monotonic() > deadline:
+            return widgets
+        time.sleep(0.5)
+
+
+def _move_slider(page, name: str) -> None:
+    """In the first explorer (controls above a figure), press → on a slider: the figure must change."""
+    explorer = page.locator(".jp-OutputArea-output:has(.widget-output img)").first
+    explorer.scroll_into_view_if_needed()
+    figure = explorer.locator(".widget-output img").first
+    slider = explorer.locator(".widget-slider", has_text=SLIDER_LABEL).first
+    readout = slider.locator(".widget-readout")
+    before_src, before_value = figure.get_attribute("src"), readout.inner_text()
+    explorer.screenshot(path=ARTIFACTS / f"{Path(name).stem}-slider-before.png")
+    slider.locator(".noUi-handle").focus()
+    slider.locator(".noUi-handle").press("ArrowRight")
+    page.wait_for_function("""(before) => {
+        const explorer = document.querySelectorAll('.jp-OutputArea-output .widget-output img')[0];
+        return explorer && explorer.complete && explorer.naturalWidth > 0 && explorer.src !== before;
+    }""", arg=before_src, timeout=60_000, polling=250)
+    after_value = readout.inner_text()
+    explorer.screenshot(path=ARTIFACTS / f"{Path(name).stem}-slider-after.png")
+    assert after_value != before_value, f"{name}: the '{SLIDER_LABEL}' slider did not move ({before_value})"
+    assert figure.get_attribute("src") != before_src, f"{name}: moving the slider did not change the figure"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS, ids=lambda n: Path(n).stem)
+def test_notebook_runs_in_jupyterlab(name, browser, lab):  # browser first: skip before a server starts
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    console = []
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    page.on("console", lambda msg: console.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
+    started = time.monotonic()
+    try:
+        state = _run_all(page, name, lab)
+        errors = "\n\n".join(f"cell {e['cell']}: {e['ename']}: {e['evalue']}\n{ANSI.sub('', e['traceback'])}"
+                             for e in state["errors"])
+        assert not state["errors"], f"{name}: error outputs in the browser:\n{errors}"
+        assert state["executed"] == state["code_cells"], f"{name}: not every code cell ran: {state}"
+
+        widgets = _wait_widgets(page, name, state["widget_outputs"])
+        assert state["widget_outputs"] > 0, f"{name}: no widget outputs (every notebook has at least a quiz)"
+        assert widgets["views"] == state["widget_outputs"], f"{name}: widget outputs missing in the page: {widgets}"
+        assert widgets["rendered"] == widgets["views"], (
+            f"{name}: {widgets['views'] - widgets['rendered']} of {widgets['views']} widgets not rendered by "
+            "the ipywidgets front end (is jupyterlab_widgets installed where JupyterLab runs?)")
+        assert not widgets["error_mime"], f"{name}: error outputs rendered in the page"
+        fallbacks = [t[:200] for t in widgets["texts"] if FALLBACK.search(t)]
+        assert not fallbacks, f"{name}: widgets shown as text instead of rendered: {fallbacks}"
+        if widgets["sliders"]:  # an explorer: its figure is an image in the widget's output area
+            assert widgets["figures"] > 0, f"{name}: sliders but no rendered figure in a widget: {widgets}"
+
+        first = page.locator(".jp-OutputArea-output:has(.widget-output img), "
+                             ".jp-OutputArea-output:has(.jupyter-widgets)").first
+        first.scroll_into_view_if_needed()
+        page.screenshot(path=ARTIFACTS / f"{Path(name).stem}.png")
+        if name == SLIDER_NOTEBOOK:
+            _move_slider(page, name)
+    except Exception:
+        try:
+            page.screenshot(path=ARTIFACTS / f"{Path(name).stem}-failed.png")
+        except Exception as error:  # the page itself may be what failed
+            print(f"{name}: no screenshot: {error}")
+        if console:
+            print(f"{name}: browser console errors:\n" + "\n".join(console[-20:]))
+        raise
+    finally:
+        print(f"{name}: {time.monotonic() - started:.1f} s in the browser")
+        page.close()
+        try:
+            lab.shutdown_kernels()  # one kernel at a time on a 2-core machine
+        except OSError as error:  # the server is gone: the lab fixture's teardown reports it
+            print(f"{name}: could not shut the kernels down: {error}")
