@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+NBGRADER_SERVER = $(addprefix nbgrader.server_extensions.,assignment_list course_list formgrader validate_assignment)
 # JupyterLab refuses to run as root (containers, CI machines) unless told it may
 JUPYTER_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -15,6 +16,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@# the tests need nbgrader; learners need not see its menus (`make homework` turns them back on)
+	$(BIN)/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader >/dev/null 2>&1
+	$(BIN)/jupyter server extension disable --sys-prefix $(NBGRADER_SERVER) >/dev/null 2>&1
 	touch $@
 
 install: $(BIN)/.installed
@@ -60,6 +64,8 @@ $(BIN)/.instructor-installed: $(BIN)/.installed
 
 # nbgrader runs the `alembic` of its environment: the venv goes first on PATH
 homework: $(BIN)/.instructor-installed
+	$(BIN)/jupyter labextension enable --level=sys_prefix @jupyter/nbgrader >/dev/null 2>&1
+	$(BIN)/jupyter server extension enable --sys-prefix $(NBGRADER_SERVER) >/dev/null 2>&1
 	cd homework && for a in $(ASSIGNMENTS); do \
 		PATH="$(abspath $(BIN)):$$PATH" nbgrader generate_assignment $$a --force --log-level=WARN || exit 1; done
 	@echo "student versions (hand these out):" && ls -1 $(CURDIR)/homework/release/*/*.ipynb
