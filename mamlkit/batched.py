@@ -62,19 +62,27 @@ def adapt_batched(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_f
     check_batchable(model)
 
     def one_task(p, xs, ys):
-        m = {k: torch.zeros_like(v) for k, v in p.items()}
-        s = {k: torch.zeros_like(v) for k, v in p.items()}
-        for t in range(1, inner_steps + 1):
-            g = inner_grads(model, loss_fn, p, *step_batch(xs, ys, t - 1, inner_batch))
-            if first_order or inner_optimizer == "adam":
-                g = {k: v.detach() for k, v in g.items()}
-            if inner_optimizer == "adam":
-                p, m, s = adam_update(p, g, m, s, t, inner_lr, betas, eps)
-            else:
-                p = {k: p[k] - inner_lr * g[k] for k in p}
-        return p
+        return _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order, inner_optimizer, betas, eps,
+                      inner_batch)
 
     return vmap(one_task, in_dims=(None, 0, 0))(params, x, y)
+
+
+def _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order=False, inner_optimizer="sgd",
+           betas=(0.0, 0.999), eps=1e-8, inner_batch=None) -> Params:
+    """One task's inner loop, written for ``vmap`` (see ``adapt_batched``)."""
+    if inner_optimizer == "adam":
+        m = {k: torch.zeros_like(v) for k, v in p.items()}
+        s = {k: torch.zeros_like(v) for k, v in p.items()}
+    for t in range(1, inner_steps + 1):
+        g = inner_grads(model, loss_fn, p, *step_batch(xs, ys, t - 1, inner_batch))
+        if first_order or inner_optimizer == "adam":
+            g = {k: v.detach() for k, v in g.items()}
+        if inner_optimizer == "adam":
+            p, m, s = adam_update(p, g, m, s, t, inner_lr, betas, eps)
+        else:
+            p = {k: p[k] - inner_lr * g[k] for k in p}
+    return p
 
 
 def adam_update(p, g, m, s, t: int, lr: float, betas=(0.0, 0.999), eps: float = 1e-8):
@@ -93,10 +101,10 @@ def batched_task_losses(model: nn.Module, params: Params, tasks: Task, loss_fn, 
     """Query loss of every task after adaptation, shape (tasks,)."""
     if not isinstance(tasks, Task):
         raise TypeError("batched=True needs a Task batch (tensors with a leading task dimension)")
-    adapted = adapt_batched(model, params, tasks.x_support, tasks.y_support, loss_fn, inner_lr,
-                            inner_steps, first_order)
+    check_batchable(model)
 
-    def query_loss(p, xq, yq):
-        return loss_fn(functional_call(model, p, (xq,)), yq)
+    def one_task(p, xs, ys, xq, yq):  # adaptation and query loss in one vmap: less overhead than two
+        adapted = _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order)
+        return loss_fn(functional_call(model, adapted, (xq,)), yq)
 
-    return vmap(query_loss)(adapted, tasks.x_query, tasks.y_query)
+    return vmap(one_task, in_dims=(None, 0, 0, 0, 0))(params, *tasks.tensors()[:4])
