@@ -208,7 +208,8 @@ def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
     run.history["train_loss"].append(float(losses.mean()))
     val = validate(run, val_tasks) if run.iteration % cfg.val_every == 0 or done else float("nan")
     run.history["val_loss"].append(val)  # the validation metric: MSE, or accuracy for omniglot
-    bar.set_postfix(loss=f"{run.history['train_loss'][-1]:.3f}", val=f"{val:.3f}")
+    last_val = next((v for v in reversed(run.history["val_loss"]) if v == v), val)  # the latest measured
+    bar.set_postfix(loss=f"{run.history['train_loss'][-1]:.3f}", val=f"{last_val:.3f}")
 
 
 def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, **protocol) -> dict:
