@@ -84,12 +84,12 @@ def expect_params(result, like: dict, what: str = "the result"):
     return P.flatten({k: result[k] for k in like})
 
 
-def setup(seed: int = 0, hidden: int = 8, tasks: int = 3):
-    """A small float64 MLP, its parameters as fresh leaves, and a few sine tasks."""
+def setup(seed: int = 0, hidden: int = 8, tasks: int = 3, shots: int = 5, queries: int = 7):
+    """A small float64 MLP, its parameters as fresh leaves, and a few sine tasks (checkers, hidden tests)."""
     torch.manual_seed(seed)
     model = MLP((1, hidden, hidden, 1), init="torch").double()
     params = P.detach(P.get_params(model), requires_grad=True)
-    batch = sample_sine_tasks(tasks, 5, 7, torch.Generator().manual_seed(seed), dtype=torch.float64)
+    batch = sample_sine_tasks(tasks, shots, queries, torch.Generator().manual_seed(seed), dtype=torch.float64)
     return model, params, batch
 
 

@@ -136,10 +136,7 @@ assert homework.check_outer_update(outer_update)
 def _hidden_outer_update():
     from mamlkit import params as P
 
-    torch.manual_seed(5)
-    model = models.MLP((1, 12, 12, 1), init="torch").double()
-    theta = P.detach(P.get_params(model), requires_grad=True)
-    batch = tasks.sample_sine_tasks(4, 5, 5, torch.Generator().manual_seed(5), dtype=torch.float64)
+    model, theta, batch = checks.setup(seed=5, hidden=12, tasks=4, shots=5, queries=5)
     mine = outer_update(model, theta, batch, F.mse_loss, 0.05, 0.1)
     copy = P.detach(theta, requires_grad=True)  # the library's outer step with plain SGD
     maml.maml_step(model, copy, torch.optim.SGD(copy.values(), lr=0.1), batch, F.mse_loss, 0.05)

@@ -17,7 +17,7 @@
 import torch
 import torch.nn.functional as F
 
-from mamlkit import checks, homework, maml, models, tasks
+from mamlkit import checks, homework, maml
 from mamlkit.notebook import setup_notebook
 from mamlkit.params import forward
 
@@ -53,10 +53,7 @@ assert checks.check_first_order(first_order_gradient)
 def _hidden_first_order_gradient():
     from mamlkit import params as P
 
-    torch.manual_seed(6)
-    model = models.MLP((1, 9, 9, 1), init="torch").double()
-    theta = P.detach(P.get_params(model), requires_grad=True)
-    batch = tasks.sample_sine_tasks(3, 4, 8, torch.Generator().manual_seed(6), dtype=torch.float64)
+    model, theta, batch = checks.setup(seed=6, hidden=9, tasks=3, shots=4, queries=8)
     for task in batch:
         mine = first_order_gradient(model, theta, task, F.mse_loss, 0.3)
         loss = maml.maml_loss(model, theta, [task], F.mse_loss, 0.3, first_order=True)
@@ -102,10 +99,7 @@ assert homework.check_fomaml_update(fomaml_update)
 def _hidden_fomaml_update():
     from mamlkit import params as P
 
-    torch.manual_seed(7)
-    model = models.MLP((1, 12, 12, 1), init="torch").double()
-    theta = P.detach(P.get_params(model), requires_grad=True)
-    batch = tasks.sample_sine_tasks(4, 5, 5, torch.Generator().manual_seed(7), dtype=torch.float64)
+    model, theta, batch = checks.setup(seed=7, hidden=12, tasks=4, shots=5, queries=5)
     for steps in (1, 4):
         mine = fomaml_update(model, theta, batch, F.mse_loss, 0.02, steps, 0.5)
         copy = P.detach(theta, requires_grad=True)  # the library's FOMAML step with plain SGD
