@@ -42,10 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         "inner_optimizer") + ")")
     t.add_argument("--inner-batch", type=int, help="Reptile: examples per inner step (default: 10 for "
                    "Omniglot as the Reptile code, else the whole support set)")
+    t.add_argument("--fresh-inner-state", action="store_true", help="Reptile with Adam: a fresh inner Adam for "
+                   "every task (default: its state carried from task to task, as the Reptile code)")
     t.add_argument("--no-anneal", action="store_true", help="Reptile: keep ε constant (default: linear to 0)")
     t.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="adapt the meta-batch as one vmap computation (default: when the model allows it)")
     t.add_argument("--val-every", type=int, default=1000)
+    t.add_argument("--val-tasks", type=int, default=100, help="fixed validation tasks (default 100)")
     t.add_argument("--checkpoint-every", type=int, default=1000)
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     t.add_argument("--max-minutes", type=float, help="stop (checkpointed, resumable) after this much wall time")
@@ -76,8 +79,8 @@ def train(args) -> None:
     config = Config(task=args.task, algo=args.algo, iterations=args.iterations, inner_lr=args.inner_lr,
                     outer_lr=args.outer_lr, inner_steps=args.inner_steps, meta_batch_size=args.meta_batch_size,
                     shots=args.shots, queries=args.queries, seed=args.seed, inner_optimizer=args.inner_optimizer,
-                    inner_batch=args.inner_batch,
-                    anneal=not args.no_anneal, batched=args.batched, val_every=args.val_every,
+                    inner_batch=args.inner_batch, keep_inner_state=False if args.fresh_inner_state else None,
+                    anneal=not args.no_anneal, batched=args.batched, val_every=args.val_every, val_tasks=args.val_tasks,
                     ways=args.ways, split=args.split, data_dir=args.data_dir,
                     checkpoint_every=args.checkpoint_every).resolved()
     out = args.out or f"runs/{config.task}-{config.algo}-seed{config.seed}.pt"

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from .adam import BETAS, AdamState, adam_update  # noqa: F401  (adam_update: former home)
 from .params import Params
 from .tasks import Task, step_batch
 
@@ -52,47 +53,54 @@ def inner_grads(model, loss_fn, params, x, y):
 
 def adapt_batched(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn, inner_lr: float,
                   inner_steps: int, first_order: bool = False, inner_optimizer: str = "sgd",
-                  betas=(0.0, 0.999), eps: float = 1e-8, inner_batch: int | None = None) -> Params:
+                  betas=BETAS, eps: float = 1e-8, inner_batch: int | None = None,
+                  inner_state: AdamState | None = None) -> Params:
     """Adapt on every task at once; ``x``, ``y`` have a leading task dimension, so does the result.
 
     ``inner_optimizer="adam"`` runs ``torch.optim.Adam``'s update (Reptile's inner loop), written out
     so that it can run under ``vmap``; it is first order (used by Reptile only). ``inner_batch`` as in
     ``evaluation.trajectory``: step ``s`` uses the ``s``-th block of that many examples.
+
+    ``inner_state`` (Adam only): every task starts from it, and it is left at the tasks' mean state
+    after their steps (step count + ``inner_steps``), the parallel counterpart of the per-task loop,
+    where each task continues from the one before.
     """
     check_batchable(model)
+    if inner_optimizer != "adam":
+        if inner_state is not None:
+            raise ValueError("inner_state is the inner Adam's state: use it with inner_optimizer='adam'")
+        return vmap(lambda p, xs, ys: _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order,
+                                             inner_batch=inner_batch)[0], in_dims=(None, 0, 0))(params, x, y)
+    state = inner_state if inner_state is not None else AdamState.zeros(params)
 
-    def one_task(p, xs, ys):
-        return _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order, inner_optimizer, betas, eps,
-                      inner_batch)
+    def one_task(p, xs, ys, m, s):
+        return _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, True, "adam", betas, eps, inner_batch,
+                      (m, s, state.step))
 
-    return vmap(one_task, in_dims=(None, 0, 0))(params, x, y)
+    phis, m, s = vmap(one_task, in_dims=(None, 0, 0, None, None))(params, x, y, state.exp_avg, state.exp_avg_sq)
+    if inner_state is not None:
+        inner_state.step += inner_steps
+        inner_state.exp_avg = {k: v.detach().mean(0) for k, v in m.items()}
+        inner_state.exp_avg_sq = {k: v.detach().mean(0) for k, v in s.items()}
+    return phis
 
 
 def _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order=False, inner_optimizer="sgd",
-           betas=(0.0, 0.999), eps=1e-8, inner_batch=None) -> Params:
-    """One task's inner loop, written for ``vmap`` (see ``adapt_batched``)."""
-    if inner_optimizer == "adam":
-        m = {k: torch.zeros_like(v) for k, v in p.items()}
-        s = {k: torch.zeros_like(v) for k, v in p.items()}
+           betas=BETAS, eps=1e-8, inner_batch=None, adam=None):
+    """One task's inner loop, written for ``vmap`` (see ``adapt_batched``); returns the adapted
+    parameters and Adam's moments (starting from ``adam = (m, s, step)``, zeros by default; ``None``
+    for SGD)."""
+    if inner_optimizer == "adam" and adam is None:
+        adam = ({k: torch.zeros_like(v) for k, v in p.items()}, {k: torch.zeros_like(v) for k, v in p.items()}, 0)
+    m, s, t0 = adam if adam is not None else (None, None, 0)
     for t in range(1, inner_steps + 1):
         g = inner_grads(model, loss_fn, p, *step_batch(xs, ys, t - 1, inner_batch))
         if first_order or inner_optimizer == "adam":
             g = {k: v.detach() for k, v in g.items()}
         if inner_optimizer == "adam":
-            p, m, s = adam_update(p, g, m, s, t, inner_lr, betas, eps)
+            p, m, s = adam_update(p, g, m, s, t0 + t, inner_lr, betas, eps)
         else:
             p = {k: p[k] - inner_lr * g[k] for k in p}
-    return p
-
-
-def adam_update(p, g, m, s, t: int, lr: float, betas=(0.0, 0.999), eps: float = 1e-8):
-    """Step ``t`` (from 1) of torch.optim.Adam (no weight decay) as plain tensor arithmetic (usable under ``vmap``);
-    β1 = 0 by default, as Reptile's inner loop."""
-    b1, b2 = betas
-    m = {k: b1 * m[k] + (1 - b1) * g[k] for k in p}
-    s = {k: b2 * s[k] + (1 - b2) * g[k] * g[k] for k in p}
-    step, root = lr / (1 - b1 ** t), (1 - b2 ** t) ** 0.5
-    p = {k: p[k] - step * m[k] / (s[k].sqrt() / root + eps) for k in p}
     return p, m, s
 
 
@@ -104,7 +112,7 @@ def batched_task_losses(model: nn.Module, params: Params, tasks: Task, loss_fn, 
     check_batchable(model)
 
     def one_task(p, xs, ys, xq, yq):  # adaptation and query loss in one vmap: less overhead than two
-        adapted = _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order)
+        adapted, *_ = _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order)
         return loss_fn(functional_call(model, adapted, (xq,)), yq)
 
     return vmap(one_task, in_dims=(None, 0, 0, 0, 0))(params, *tasks.tensors()[:4])

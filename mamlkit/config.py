@@ -22,14 +22,15 @@ DEFAULTS = {
 }
 # MAML paper App. A.1 (5-way): inner lr 0.4 with the mean cross-entropy, 1 step at train, 3 at test,
 # meta-batch 32, 60k iterations. Reptile: the official Omniglot command (inner Adam, β1 = 0, lr 0.001,
-# 5 steps on 10 "train shots" per class, meta-batch 5, ε = 1 annealed to 0, 100k iterations).
+# 5 steps on 10 "train shots" per class, meta-batch 5, ε = 1 annealed to 0, 100k iterations; the inner
+# Adam's state carried from task to task as that code does, mamlkit.adam).
 _OMNIGLOT = dict(iterations=60_000, inner_lr=0.4, outer_lr=0.001, inner_steps=1, meta_batch_size=32,
                  shots=1, queries=15)
 for _algo in ("maml", "fomaml", "pretrain"):
     DEFAULTS[("omniglot", _algo)] = _OMNIGLOT
 DEFAULTS[("omniglot", "reptile")] = dict(iterations=100_000, inner_lr=0.001, outer_lr=1.0, inner_steps=5,
                                          meta_batch_size=5, shots=10, queries=5, inner_optimizer="adam",
-                                         inner_batch=10)
+                                         inner_batch=10, keep_inner_state=True)
 
 # The test protocol: support size, step size, optimizer and steps used to fine-tune at meta-test.
 EVAL = {
@@ -65,6 +66,7 @@ class Config:
     data_dir: str | None = None
     inner_optimizer: str | None = None
     inner_batch: int | None = None  # Reptile: examples per inner step (None: the whole support set)
+    keep_inner_state: bool | None = None  # Reptile with Adam: carry the inner Adam's state across tasks
     anneal: bool = True
     batched: bool | None = None
     val_every: int = 1000
@@ -81,7 +83,7 @@ class Config:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        defaults = {"inner_optimizer": "sgd", **DEFAULTS[(self.task, self.algo)]}
+        defaults = {"inner_optimizer": "sgd", "keep_inner_state": False, **DEFAULTS[(self.task, self.algo)]}
         cfg = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         cfg.validate()
         return cfg
@@ -96,6 +98,7 @@ class Config:
             ("shots", self.shots >= 1, "an integer >= 1 (K support points per task)"),
             ("queries", self.queries >= 1, "an integer >= 1"),
             ("val_every", self.val_every >= 1, "an integer >= 1"),
+            ("val_tasks", self.val_tasks >= 2, "an integer >= 2 (a mean and its confidence interval)"),
             ("checkpoint_every", self.checkpoint_every >= 1, "an integer >= 1"),
             ("ways", self.ways >= 2, "an integer >= 2 (classes per task)"),
         ]
@@ -107,6 +110,10 @@ class Config:
         if self.inner_batch is not None and (self.algo != "reptile" or self.inner_batch < 1):
             raise ValueError(f"inner_batch must be an integer >= 1 and is for --algo reptile only (MAML adapts on the "
                              f"whole support set), got {self.inner_batch!r} with algo {self.algo!r}")
+        if self.keep_inner_state and (self.algo != "reptile" or self.inner_optimizer != "adam"):
+            raise ValueError("keep_inner_state carries Reptile's inner Adam state across tasks: it needs algo "
+                             f"'reptile' and inner_optimizer 'adam' (got {self.algo!r}, {self.inner_optimizer!r}); "
+                             "pass --fresh-inner-state / keep_inner_state=False otherwise")
         if self.inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {self.inner_optimizer!r}")
 

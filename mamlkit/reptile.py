@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import params as P
+from .adam import AdamState
 from .evaluation import trajectory
 from .maml import LossFn, check_hyper
 from .params import Params, forward
@@ -22,21 +23,27 @@ INNER_OPTIMIZERS = ("sgd", "adam")
 
 
 def adapt_task(model: nn.Module, params: Params, task: Task, loss_fn: LossFn, inner_lr: float,
-               inner_steps: int, inner_optimizer: str = "sgd", inner_batch: int | None = None) -> Params:
+               inner_steps: int, inner_optimizer: str = "sgd", inner_batch: int | None = None,
+               inner_state: AdamState | None = None) -> Params:
     """φ_i: the parameters after k inner steps (SGD, or Adam with β1 = 0 as the Reptile paper) on the
     task's support set, no graph kept; with ``inner_batch``, on consecutive blocks of it
-    (order them with ``minibatch_order`` first)."""
+    (order them with ``minibatch_order`` first). With ``inner_state``, Adam continues from it and
+    leaves it at the state after these steps (the Reptile code: only the weights are reset per task)."""
     if inner_optimizer not in INNER_OPTIMIZERS:
         raise ValueError(f"unknown inner optimizer {inner_optimizer!r}; choose one of {INNER_OPTIMIZERS}")
     *_, phi = trajectory(model, params, task.x_support, task.y_support, loss_fn, inner_lr, inner_steps,
-                         inner_optimizer, inner_batch)
+                         inner_optimizer, inner_batch, inner_state)
     return phi
 
 
 def mean_adapted(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
                  inner_steps: int, inner_optimizer: str = "sgd", batched: bool = False,
-                 inner_batch: int | None = None) -> Params:
-    """mean_i φ_i over the tasks of a batch (no graph kept)."""
+                 inner_batch: int | None = None, inner_state: AdamState | None = None) -> Params:
+    """mean_i φ_i over the tasks of a batch (no graph kept).
+
+    ``inner_state`` (Adam): the per-task loop runs the tasks one after another, each continuing from the
+    state the previous one left (exactly the Reptile code); ``batched=True`` starts every task from it and
+    leaves the tasks' mean state (see ``batched.adapt_batched``)."""
     check_hyper(inner_lr, inner_steps)
     if inner_optimizer not in INNER_OPTIMIZERS:
         raise ValueError(f"unknown inner optimizer {inner_optimizer!r}; choose one of {INNER_OPTIMIZERS}")
@@ -44,10 +51,11 @@ def mean_adapted(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn,
         from .batched import adapt_batched
 
         phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, loss_fn, inner_lr,
-                             inner_steps, first_order=True, inner_optimizer=inner_optimizer, inner_batch=inner_batch)
+                             inner_steps, first_order=True, inner_optimizer=inner_optimizer, inner_batch=inner_batch,
+                             inner_state=inner_state)
         return {k: v.detach().mean(0) for k, v in phis.items()}
-    return P.mean([adapt_task(model, params, t, loss_fn, inner_lr, inner_steps, inner_optimizer, inner_batch)
-                   for t in tasks])
+    return P.mean([adapt_task(model, params, t, loss_fn, inner_lr, inner_steps, inner_optimizer, inner_batch,
+                              inner_state) for t in tasks])
 
 
 def minibatch_order(tasks: Task, inner_batch: int, inner_steps: int, generator: torch.Generator) -> Task:
@@ -69,15 +77,17 @@ def minibatch_order(tasks: Task, inner_batch: int, inner_steps: int, generator: 
 
 def reptile_step(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
                  inner_steps: int, outer_lr: float, inner_optimizer: str = "sgd",
-                 batched: bool = False, inner_batch: int | None = None) -> Params:
+                 batched: bool = False, inner_batch: int | None = None,
+                 inner_state: AdamState | None = None) -> Params:
     """One Reptile outer step; returns the new meta-parameters ``θ + ε (mean_i φ_i − θ)``.
 
-    ``outer_lr`` is ε (anneal it linearly to 0 by passing a smaller value each step).
+    ``outer_lr`` is ε (anneal it linearly to 0 by passing a smaller value each step); ``inner_state``
+    as in ``mean_adapted``.
     """
     if not 0 <= outer_lr:
         raise ValueError(f"outer_lr (epsilon) must be >= 0, got {outer_lr}")
     mean_phi = mean_adapted(model, params, tasks, loss_fn, inner_lr, inner_steps, inner_optimizer, batched,
-                            inner_batch)
+                            inner_batch, inner_state)
     with torch.no_grad():
         return P.lerp(P.detach(params), mean_phi, outer_lr)
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from . import distributed, maml, reptile
 from . import params as P
+from .adam import AdamState
 from .batched import check_batchable, prefer_batched
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (load_checkpoint is API)
 from .config import Config, eval_protocol
@@ -76,6 +77,7 @@ class Run:
     generator: torch.Generator
     iteration: int = 0
     history: dict = field(default_factory=lambda: {"iteration": [], "train_loss": [], "val_loss": []})
+    inner_state: AdamState | None = None  # Reptile's inner Adam state, when kept across tasks
 
     def state(self) -> dict:
         return {
@@ -85,6 +87,7 @@ class Run:
             "rng": {"tasks": self.generator.get_state()},
             "iteration": self.iteration,
             "history": self.history,
+            "inner_state": None if self.inner_state is None else self.inner_state.state_dict(),
         }
 
 
@@ -93,7 +96,8 @@ def new_run(config: Config, device="cpu") -> Run:
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     optimizer = None if config.algo == "reptile" else torch.optim.Adam(model.parameters(), lr=config.outer_lr)
-    return Run(config, model, optimizer, torch.Generator().manual_seed(config.seed))
+    inner_state = AdamState.zeros(P.get_params(model)) if config.keep_inner_state else None
+    return Run(config, model, optimizer, torch.Generator().manual_seed(config.seed), inner_state=inner_state)
 
 
 def load_run(path, device="cpu", iterations: int | None = None) -> Run:
@@ -108,6 +112,8 @@ def load_run(path, device="cpu", iterations: int | None = None) -> Run:
         run.optimizer.load_state_dict(state["optimizer"])
     run.generator.set_state(state["rng"]["tasks"])
     run.iteration, run.history = state["iteration"], state["history"]
+    if run.inner_state is not None and state.get("inner_state") is not None:  # older checkpoints: a fresh state
+        run.inner_state = AdamState.from_state_dict(state["inner_state"], device)
     return run
 
 
@@ -129,11 +135,18 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
     mine, weight = distributed.shard(tasks)
     if cfg.algo == "reptile":
         eps = cfg.outer_lr * (1 - run.iteration / cfg.iterations) if cfg.anneal else cfg.outer_lr
+        state = run.inner_state
+        step0 = 0 if state is None else state.step
         mean_phi = reptile.mean_adapted(model, params, mine, loss_fn, cfg.inner_lr, cfg.inner_steps,
-                                        cfg.inner_optimizer, batched, cfg.inner_batch)
+                                        cfg.inner_optimizer, batched, cfg.inner_batch, state)
         if weight != 1.0:
             mean_phi = {k: v * weight for k, v in mean_phi.items()}
             distributed.all_reduce_(mean_phi.values())
+            if state is not None:  # each process ran its share in sequence: average their states
+                moments = [*state.exp_avg.values(), *state.exp_avg_sq.values()]
+                torch._foreach_mul_(moments, weight)
+                distributed.all_reduce_(moments)
+                state.step = step0 + cfg.inner_steps * (1 if batched else len(tasks))
         new = P.lerp(P.detach(params), mean_phi, eps)  # θ + ε (mean_i φ_i − θ)
         move = P.norm(P.sub(new, params)).detach()  # NaN if the step diverged
         reptile.apply_params(params, new)
@@ -155,8 +168,14 @@ def validate(run: Run, tasks: Task) -> float:
     cfg = run.config
     protocol = eval_protocol(cfg.task, cfg.algo)
     result = evaluate(run.model, P.get_params(run.model), tasks, loss_function(cfg.task), protocol["inner_lr"],
-                      protocol["inner_steps"], metric_name(cfg.task), inner_optimizer=protocol["inner_optimizer"])
+                      protocol["inner_steps"], metric_name(cfg.task), inner_optimizer=protocol["inner_optimizer"],
+                      inner_state=_test_state(run, protocol))
     return float(result.mean[-1])
+
+
+def _test_state(run: Run, protocol: dict) -> AdamState | None:
+    """The kept inner Adam state, where the test protocol fine-tunes with Adam (else ``None``)."""
+    return run.inner_state if protocol["inner_optimizer"] == "adam" else None
 
 
 def meta_train(config: Config, out=None, device="cpu", resume: bool = False, progress: bool = True,
@@ -215,16 +234,19 @@ def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
 def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, **protocol) -> dict:
     """The test protocol on a saved model: fixed test tasks, fine-tune, mean ± 95% CI per step.
 
-    ``protocol`` overrides ``shots``, ``inner_lr``, ``inner_steps`` or ``inner_optimizer``.
+    ``protocol`` overrides ``shots``, ``inner_lr``, ``inner_steps`` or ``inner_optimizer``. A Reptile
+    run that kept its inner Adam state fine-tunes every test task from that state.
     """
     device = resolve_device(device)
-    model, config = load_model(path, device)
+    run = load_run(path, device)
+    model, config = run.model, run.config
     if data_dir is not None:
         config = Config.from_dict({**config.to_dict(), "data_dir": str(data_dir)})
     protocol = {**eval_protocol(config.task, config.algo), **{k: v for k, v in protocol.items() if v is not None}}
     tasks = fixed_tasks(config, "test", n_tasks, protocol["shots"], device)
     result = evaluate(model, P.get_params(model), tasks, loss_function(config.task), protocol["inner_lr"],
-                      protocol["inner_steps"], metric_name(config.task), inner_optimizer=protocol["inner_optimizer"])
+                      protocol["inner_steps"], metric_name(config.task), inner_optimizer=protocol["inner_optimizer"],
+                      inner_state=_test_state(run, protocol))
     return {"checkpoint": str(path), "algo": config.algo, "task": config.task, "metric": result.metric,
             "protocol": protocol, "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95],
             "median": [float(v) for v in result.per_task.nanmedian(0).values],

@@ -9,6 +9,7 @@ from torch import nn
 
 from mamlkit import maml, reptile
 from mamlkit import params as P
+from mamlkit.batched import adapt_batched
 from mamlkit.models import BatchNorm, Conv4
 from mamlkit.tasks import Task
 
@@ -106,3 +107,30 @@ def test_batched_is_the_default_where_it_is_faster(device):
     assert prefer_batched(MLP().to(device))
     assert prefer_batched(Conv4().to(device)) == (device.type == "cuda")  # vmap'd convs are slower on the CPU
     assert not prefer_batched(nn.Sequential(nn.Linear(1, 4), nn.BatchNorm1d(4)).to(device))
+
+
+def test_conv4_batched_reptile_with_kept_inner_state(device):
+    """Batched, every task starts from the kept Adam state and the state becomes the tasks' mean:
+    each task's φ equals the loop's from a copy of the same state."""
+    from mamlkit.adam import AdamState
+    from mamlkit.evaluation import trajectory
+
+    model = small_conv4(device)
+    tasks = reptile.minibatch_order(conv_tasks(device, shots=3), 2, 3, torch.Generator().manual_seed(1))
+    params = P.get_params(model)
+    state = AdamState.zeros(params)
+    reptile.mean_adapted(model, params, tasks[:1], F.cross_entropy, 0.01, 2, "adam", inner_batch=2, inner_state=state)
+    assert state.step == 2 and state.exp_avg_sq["0.weight"].abs().sum() > 0  # a non-trivial state
+    batched_state = state.clone()
+    phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, F.cross_entropy, 0.01, 3,
+                         inner_optimizer="adam", inner_batch=2, inner_state=batched_state)
+    loop_states = [state.clone() for _ in range(len(tasks))]
+    for i, task in enumerate(tasks):
+        *_, phi = trajectory(model, params, task.x_support, task.y_support, F.cross_entropy, 0.01, 3, "adam", 2,
+                             loop_states[i])
+        for k in phi:
+            torch.testing.assert_close(phis[k][i], phi[k], rtol=1e-8, atol=1e-9)
+    assert batched_state.step == state.step + 3
+    for k in state.exp_avg_sq:
+        mean = torch.stack([s.exp_avg_sq[k] for s in loop_states]).mean(0)
+        torch.testing.assert_close(batched_state.exp_avg_sq[k], mean, rtol=1e-8, atol=1e-20)

@@ -186,6 +186,20 @@ def test_short_omniglot_run_beats_chance(real, tmp_path):
     assert accuracy > 0.35, accuracy  # chance is 0.2
 
 
+@pytest.mark.parametrize("flag", [[], ["--fresh-inner-state"]])
+def test_omniglot_reptile_keeps_its_inner_adam_state_unless_told(real, tmp_path, flag):
+    from mamlkit.__main__ import main
+
+    out = tmp_path / "r.pt"
+    assert main(["train", "--task", "omniglot", "--algo", "reptile", "--data-dir", str(SHARED), "--iterations", "2",
+                 "--val-tasks", "4", "--no-progress", "--device", "cpu", "--out", str(out), *flag]) == 0
+    state = torch.load(out, weights_only=True)
+    if flag:
+        assert state["inner_state"] is None and not state["config"]["keep_inner_state"]
+    else:  # 2 meta-batches of 5 tasks, 5 Adam steps each, one after another
+        assert state["inner_state"]["step"] == 2 * 5 * 5 and state["config"]["keep_inner_state"]
+
+
 def test_characters_explorer_and_accuracy_check(real, capsys):
     from mamlkit import characters, training
 

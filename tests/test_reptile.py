@@ -147,3 +147,71 @@ def test_inner_batch_is_for_reptile_only():
     assert Config(algo="reptile").resolved().inner_batch is None
     with pytest.raises(ValueError, match="for --algo reptile only"):
         Config(algo="maml", inner_batch=5).resolved()
+
+
+def reptile_code_reference(model, tasks_per_iteration, lr, steps, inner_batch, eps):
+    """The Reptile code's loop (openai/supervised-reptile ``Reptile.train_step``) in plain PyTorch: one
+    Adam (β1 = 0) over the model's weights for the whole run; only the weights are reset per task."""
+    weights = list(model.parameters())
+    optimizer = torch.optim.Adam(weights, lr=lr, betas=(0.0, 0.999))
+    for tasks in tasks_per_iteration:
+        old = [w.detach().clone() for w in weights]
+        mean = [torch.zeros_like(w) for w in weights]
+        for task in tasks:
+            for s in range(steps):
+                xs = task.x_support[s * inner_batch: (s + 1) * inner_batch]
+                ys = task.y_support[s * inner_batch: (s + 1) * inner_batch]
+                optimizer.zero_grad()
+                F.cross_entropy(model(xs), ys).backward()
+                optimizer.step()
+            with torch.no_grad():
+                for m, w, o in zip(mean, weights, old):
+                    m += w / len(tasks)
+                    w.copy_(o)
+        with torch.no_grad():
+            for w, o, m in zip(weights, old, mean):
+                w.copy_(o + eps * (m - o))
+    return {k: v.detach().clone() for k, v in model.named_parameters()}, optimizer
+
+
+def test_kept_inner_adam_state_is_the_reptile_code(device):
+    """``inner_state`` carries Adam's moments and step count from task to task and from one outer step
+    to the next, exactly as the Reptile code; a fresh Adam per task gives a different result."""
+    from test_batched import conv_tasks, small_conv4
+
+    from mamlkit.adam import AdamState
+
+    g = torch.Generator().manual_seed(3)
+    iterations = [reptile.minibatch_order(conv_tasks(device, n=3, shots=4, seed=i), 3, 3, g) for i in range(2)]
+    model = small_conv4(device)
+    params = P.get_params(model)
+    start = P.detach(params)
+    state = AdamState.zeros(params)
+    theta = start
+    for tasks in iterations:
+        theta = reptile.reptile_step(model, theta, tasks, F.cross_entropy, 0.01, 3, 0.5, "adam", inner_batch=3,
+                                     inner_state=state)
+    fresh = start
+    for tasks in iterations:
+        fresh = reptile.reptile_step(model, fresh, tasks, F.cross_entropy, 0.01, 3, 0.5, "adam", inner_batch=3)
+    reptile.apply_params(params, start)
+    expected, optimizer = reptile_code_reference(model, iterations, 0.01, 3, 3, 0.5)
+    # a conv bias before BatchNorm has gradient 0 up to rounding, and Adam divides it by √v: ~1e-10 differences
+    close(theta, expected, rtol=1e-8, atol=1e-9)
+    assert state.step == 2 * 3 * 3
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(state.exp_avg_sq[k], optimizer.state[p]["exp_avg_sq"], rtol=1e-8, atol=1e-20)
+    assert P.norm(P.sub(fresh, expected)) > 1e-3  # the kept state matters (and this test can tell)
+
+
+def test_inner_state_needs_adam():
+    from mamlkit.adam import AdamState
+    from mamlkit.config import Config
+
+    model, params, tasks = setup("cpu")
+    with pytest.raises(ValueError, match="inner_optimizer='adam'"):
+        reptile.reptile_step(model, params, tasks, F.mse_loss, 0.01, 2, 1.0, "sgd", inner_state=AdamState.zeros(params))
+    with pytest.raises(ValueError, match="keep_inner_state"):
+        Config(algo="reptile", keep_inner_state=True).resolved()  # sine Reptile's inner loop is SGD
+    assert Config(task="omniglot", algo="reptile").resolved().keep_inner_state
+    assert not Config(task="omniglot", algo="maml").resolved().keep_inner_state

@@ -35,9 +35,12 @@ def test_same_seed_same_result(algo, device):
     assert not torch.equal(final_params(a)["0.weight"], final_params(c)["0.weight"])
 
 
-@pytest.mark.parametrize("algo", ["maml", "reptile", "pretrain"])
+KEPT = dict(algo="reptile", inner_optimizer="adam", inner_lr=0.01, keep_inner_state=True)  # Reptile code's Adam
+
+
+@pytest.mark.parametrize("algo", ["maml", "reptile", "pretrain", "reptile-kept-adam"])
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, algo):
-    config = Config(algo=algo, seed=1, **FAST)
+    config = Config(seed=1, **FAST, **(KEPT if algo == "reptile-kept-adam" else {"algo": algo}))
     whole = training.meta_train(config, progress=False)
     out = tmp_path / "run.pt"
     real_step = training.outer_step
@@ -56,6 +59,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch,
     assert resumed.iteration == 30
     assert_same(final_params(resumed), final_params(whole))
     assert resumed.history == whole.history
+    if whole.inner_state is not None:  # the inner Adam's state is part of the checkpoint
+        assert resumed.inner_state.step == whole.inner_state.step == 30 * 10  # batched: + inner steps per outer step
+        assert_same(resumed.inner_state.exp_avg_sq, whole.inner_state.exp_avg_sq)
 
 
 def test_checkpoint_contents_and_safe_load(tmp_path):
@@ -119,6 +125,30 @@ def test_evaluate_reports_mean_and_ci_and_batched_equals_loop(device, inner_opti
     column = loop.per_task[:, 2].double()
     assert mean == pytest.approx(float(column.mean()), rel=1e-6)
     assert ci == pytest.approx(1.96 * float(column.std()) / 20 ** 0.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_evaluation_fine_tunes_every_task_from_the_kept_inner_state(tmp_path, batched):
+    """Each test task starts from the stored Adam state (unchanged by evaluation), as the Reptile code."""
+    out = tmp_path / "kept.pt"
+    run = training.meta_train(Config(seed=2, **{**FAST, "iterations": 5}, **KEPT), out, progress=False)
+    state, model, params = run.inner_state, run.model, P.get_params(run.model)
+    before = state.clone()
+    tasks = sine_test_tasks(6, 5, 20)
+    kept = training.evaluate(model, params, tasks, F.mse_loss, 0.01, 4, inner_optimizer="adam", inner_state=state,
+                             batched=batched)
+    assert state.step == before.step
+    assert all(torch.equal(state.exp_avg_sq[k], before.exp_avg_sq[k]) for k in state.exp_avg_sq)
+    for i in range(len(tasks)):
+        one = training.evaluate(model, params, tasks[i: i + 1], F.mse_loss, 0.01, 4, inner_optimizer="adam",
+                                inner_state=state, batched=False)
+        torch.testing.assert_close(kept.per_task[i], one.per_task[0], rtol=1e-5, atol=1e-7)
+    fresh = training.evaluate(model, params, tasks, F.mse_loss, 0.01, 4, inner_optimizer="adam", batched=batched)
+    assert not torch.allclose(kept.per_task[:, 4], fresh.per_task[:, 4])
+    saved = training.evaluate_checkpoint(out, 6, "cpu", inner_optimizer="adam", inner_lr=0.01, inner_steps=4)
+    again = training.evaluate(model, params, training.fixed_tasks(run.config, "test", 6, 5, "cpu"), F.mse_loss,
+                              0.01, 4, inner_optimizer="adam", inner_state=state)
+    assert saved["mean"] == pytest.approx([float(v) for v in again.mean], rel=1e-6)
 
 
 def test_short_maml_run_learns(tmp_path):
