@@ -3,9 +3,14 @@
 The Reptile code (openai/supervised-reptile, ``Reptile.train_step``) resets only the model's trainable
 variables between tasks: the inner Adam's moment estimates and step count carry over from task to task and
 across meta-iterations, and evaluation fine-tunes from that state (``evaluate`` restores the full state
-afterwards). mamlkit starts every task with a fresh Adam. This script trains both ways with the per-task loop,
-the same seed, tasks and mini-batches (5-way 1-shot, 10 train shots, 5 Adam steps of 10, meta-batch 5,
-ε 1 → 0), and scores each on the same fixed test tasks (50 Adam steps on the 5 support images).
+afterwards). mamlkit's first Omniglot Reptile started every task with a fresh Adam. This script trains
+both ways with the per-task loop, the same seed, tasks and mini-batches (5-way 1-shot, 10 train shots,
+5 Adam steps of 10, meta-batch 5, ε 1 → 0), and scores each on the same fixed test tasks
+(50 Adam steps on the 5 support images).
+
+The library now keeps that state (``mamlkit.adam.AdamState``, ``Config.keep_inner_state``, on by default for
+Omniglot Reptile; ``tests/test_reptile.py`` checks it against the same plain-PyTorch loop as below). This
+script stays as the experiment that motivated it, written without the library's inner loop.
 
     OMP_NUM_THREADS=1 python benchmarks/reptile_adam_state.py --iterations 2000 [--persistent] --tasks 200
 """

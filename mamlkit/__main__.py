@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the paper's test steps for omniglot)")
     e.add_argument("--inner-lr", type=float, help="fine-tuning step size (default: the paper's, 0.01 for sine)")
     e.add_argument("--inner-optimizer", choices=("sgd", "adam"), help="fine-tuning optimizer (default: paper's)")
+    e.add_argument("--non-transductive", action="store_true", help="score each query on its own with the support "
+                   "set (BatchNorm statistics of support + that query), as the Reptile paper's plain numbers; "
+                   "default: the query set as one batch (transductive, as the MAML paper)")
     e.add_argument("--tasks", type=int, default=600, help="number of fixed test tasks (default 600)")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(e)
@@ -96,19 +99,21 @@ def evaluate(args) -> None:
         steps = args.steps or []
         protocol = dict(shots=args.shots, inner_lr=args.inner_lr, inner_optimizer=args.inner_optimizer,
                         inner_steps=max(steps) if steps else None)
-        row = evaluate_checkpoint(path, args.tasks, args.device, data_dir=args.data_dir, **protocol)
+        row = evaluate_checkpoint(path, args.tasks, args.device, data_dir=args.data_dir,
+                                  transductive=not args.non_transductive, report=steps or None, **protocol)
         row["steps"] = steps or ([1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]])
         rows.append(row)
     if args.json:
         print(json.dumps([{**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "protocol", "tasks")},
-                           "steps": {s: {k: r[k][s] for k in ("mean", "ci95", "median", "diverged")}
+                           "steps": {s: {k: r[k][r["scored"].index(s)] for k in ("mean", "ci95", "median", "diverged")}
                                      for s in r["steps"]}}
                           for r in rows], indent=2))
         return
     for r in rows:
         p = r["protocol"]
         print(f"{r['checkpoint']} ({r['task']}, {r['algo']}): {r['metric']} on {args.tasks} fixed test tasks, "
-              f"{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']} (mean ± 95% CI)")
+              f"{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']}"
+              f"{'' if p['transductive'] else ', each query on its own'} (mean ± 95% CI)")
     steps = rows[0]["steps"]
     scale = 100 if rows[0]["metric"] == "accuracy" else 1
     print("| checkpoint | algo | " + " | ".join(f"{s} step{'s' * (s != 1)}" for s in steps) + " |")
@@ -120,11 +125,12 @@ def evaluate(args) -> None:
 
 def _cell(r: dict, step: int, scale: float) -> str:
     """mean ± 95% CI; where some tasks diverged (non-finite), say how many and give the median."""
-    if step >= len(r["mean"]):
+    if step not in r["scored"]:
         return "—"
-    text = f"{scale * r['mean'][step]:.3f} ± {scale * r['ci95'][step]:.3f}"
-    if r["diverged"][step]:
-        text = f"{text} ({r['diverged'][step]}/{r['tasks']} tasks diverged; median {scale * r['median'][step]:.3f})"
+    i = r["scored"].index(step)
+    text = f"{scale * r['mean'][i]:.3f} ± {scale * r['ci95'][i]:.3f}"
+    if r["diverged"][i]:
+        text = f"{text} ({r['diverged'][i]}/{r['tasks']} tasks diverged; median {scale * r['median'][i]:.3f})"
     return text
 
 

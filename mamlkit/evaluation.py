@@ -23,10 +23,11 @@ from .tasks import Task, step_batch
 
 @dataclass
 class EvalResult:
-    """Query metric after 0..k inner steps: per task, mean and 95% CI half-width (1.96 σ / √n)."""
+    """Query metric after the scored inner steps (``steps``, by default 0..k): per task, mean and 95% CI
+    half-width (1.96 σ / √n); column ``j`` of ``per_task``, ``mean`` and ``ci95`` is step ``steps[j]``."""
 
     steps: list
-    per_task: Tensor  # (tasks, steps + 1)
+    per_task: Tensor  # (tasks, len(steps))
     metric: str
 
     @property
@@ -38,7 +39,11 @@ class EvalResult:
         return 1.96 * self.per_task.std(0, unbiased=True) / math.sqrt(self.per_task.shape[0])
 
     def at(self, step: int) -> tuple[float, float]:
-        return float(self.mean[step]), float(self.ci95[step])
+        """(mean, 95% CI) after ``step`` inner steps."""
+        if step not in self.steps:
+            raise ValueError(f"step {step} was not scored; scored steps: {self.steps}")
+        i = self.steps.index(step)
+        return float(self.mean[i]), float(self.ci95[i])
 
 
 def score(pred: Tensor, y: Tensor, metric: str) -> Tensor:
@@ -46,6 +51,18 @@ def score(pred: Tensor, y: Tensor, metric: str) -> Tensor:
     if metric == "accuracy":
         return (pred.argmax(-1) == y).float().flatten(1).mean(-1)
     return ((pred - y) ** 2).flatten(1).mean(-1)
+
+
+def predict(model: nn.Module, params: P.Params, x_support: Tensor, x_query: Tensor,
+            transductive: bool = True) -> Tensor:
+    """The model's outputs on a task's query set. Transductive (default, as the MAML paper's numbers):
+    the whole query set in one batch, so BatchNorm uses its statistics. Otherwise each query is scored
+    on its own, in a batch with the support set (the Reptile paper's non-transductive numbers); the same
+    for models without batch statistics."""
+    if transductive:
+        return forward(model, params, x_query)
+    one = torch.func.vmap(lambda q: forward(model, params, torch.cat([x_support, q[None]]))[-1])
+    return one(x_query)
 
 
 def trajectory(model: nn.Module, params: P.Params, x: Tensor, y: Tensor, loss_fn, inner_lr: float,
@@ -80,41 +97,54 @@ def trajectory(model: nn.Module, params: P.Params, x: Tensor, y: Tensor, loss_fn
 
 def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr: float, inner_steps: int = 10,
              metric: str = "mse", batched: bool | None = None, inner_optimizer: str = "sgd",
-             chunk: int = 100, inner_state: AdamState | None = None) -> EvalResult:
+             chunk: int = 100, inner_state: AdamState | None = None, transductive: bool = True,
+             report=None) -> EvalResult:
     """Adapt on each task's support set for 1..``inner_steps`` steps (SGD with the same step size,
     reusing the support set every step, as the MAML paper; or Adam for Reptile's Omniglot protocol)
     and score the query set after each step. The batched path runs ``chunk`` tasks at a time.
     With ``inner_state`` (Adam), every task's fine-tuning starts from that state (the Reptile code's
-    evaluation); it is not changed.
+    evaluation); it is not changed. ``transductive=False`` scores each query on its own (see ``predict``).
+    ``report``: the steps to score (default every one, 0..``inner_steps``; scoring can cost more than
+    fine-tuning, e.g. 50 Adam steps scored only after 0 and 50).
     """
     maml.check_hyper(inner_lr, inner_steps)
+    report = list(range(inner_steps + 1)) if report is None else sorted(set(report))
+    if not report or not all(0 <= s <= inner_steps for s in report):
+        raise ValueError(f"steps to report must lie in 0..{inner_steps} (the inner steps), got {report}")
     if batched is None:
         batched = prefer_batched(model)
     if batched:
         # ``chunk`` tasks at a time: bounded memory for large test sets
         chunks = [_evaluate_batched(model, params, tasks[i: i + chunk], loss_fn, inner_lr, inner_steps, metric,
-                                    inner_optimizer, inner_state) for i in range(0, len(tasks), chunk)]
+                                    inner_optimizer, inner_state, transductive, report)
+                  for i in range(0, len(tasks), chunk)]
         return EvalResult(chunks[0].steps, torch.cat([c.per_task for c in chunks]), metric)
     rows = []
     for task in tasks:
         row = []
-        for phi in trajectory(model, params, task.x_support, task.y_support, loss_fn, inner_lr, inner_steps,
-                              inner_optimizer, inner_state=None if inner_state is None else inner_state.clone()):
+        for step, phi in enumerate(trajectory(model, params, task.x_support, task.y_support, loss_fn, inner_lr,
+                                              inner_steps, inner_optimizer,
+                                              inner_state=None if inner_state is None else inner_state.clone())):
+            if step not in report:
+                continue
             with torch.no_grad():
-                row.append(score(forward(model, phi, task.x_query)[None], task.y_query[None], metric)[0])
+                pred = predict(model, phi, task.x_support, task.x_query, transductive)
+                row.append(score(pred[None], task.y_query[None], metric)[0])
         rows.append(torch.stack(row))
-    return EvalResult(list(range(inner_steps + 1)), torch.stack(rows).cpu(), metric)
+    return EvalResult(report, torch.stack(rows).cpu(), metric)
 
 
 def _evaluate_batched(model, params, tasks: Task, loss_fn, inner_lr, inner_steps, metric,
-                      inner_optimizer="sgd", inner_state: AdamState | None = None) -> EvalResult:
+                      inner_optimizer="sgd", inner_state: AdamState | None = None, transductive=True,
+                      report=None) -> EvalResult:
+    report = list(range(inner_steps + 1)) if report is None else report
     state = inner_state if inner_state is not None else AdamState.zeros(params)
 
     def per_task(d):
         return {k: v.detach().unsqueeze(0).expand(len(tasks), *v.shape) for k, v in d.items()}
 
     params, moments = per_task(params), (per_task(state.exp_avg), per_task(state.exp_avg_sq))
-    batch_forward = torch.func.vmap(lambda p, x: forward(model, p, x))
+    batch_predict = torch.func.vmap(lambda p, xs, xq: predict(model, p, xs, xq, transductive))
 
     def step(p, m, s, x, y, t: int):
         g = inner_grads(model, loss_fn, p, x, y)
@@ -124,9 +154,10 @@ def _evaluate_batched(model, params, tasks: Task, loss_fn, inner_lr, inner_steps
 
     rows = []
     for i in range(inner_steps + 1):
-        with torch.no_grad():
-            rows.append(score(batch_forward(params, tasks.x_query), tasks.y_query, metric))
+        if i in report:
+            with torch.no_grad():
+                rows.append(score(batch_predict(params, tasks.x_support, tasks.x_query), tasks.y_query, metric))
         if i < inner_steps:
             params, *moments = torch.func.vmap(partial(step, t=state.step + i + 1))(
                 params, *moments, tasks.x_support, tasks.y_support)
-    return EvalResult(list(range(inner_steps + 1)), torch.stack(rows, 1).cpu(), metric)
+    return EvalResult(report, torch.stack(rows, 1).cpu(), metric)

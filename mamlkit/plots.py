@@ -109,6 +109,18 @@ def plot_learning_curve(history: dict, ax=None, name="maml"):
     return ax
 
 
+def plot_validation(histories: dict, ax=None, ylabel: str = "validation accuracy"):
+    """The validation metric recorded during meta-training against iterations, one line per method
+    (``{"maml": run.history, ...}``; a checkpoint's ``history``)."""
+    ax = _axes(ax)
+    for name, history in histories.items():
+        val = [(i, v) for i, v in zip(history["iteration"], history["val_loss"]) if v == v]
+        ax.plot(*zip(*val), "o-", color=color(name), ms=3, label=label(name))
+    ax.set(xlabel="outer iteration", ylabel=ylabel)
+    ax.legend()
+    return ax
+
+
 def plot_eval(results: dict, ax=None, log: bool = False):
     """Query MSE against inner steps with a 95% CI band, one line per method: {name: EvalResult}.
 

@@ -231,11 +231,14 @@ def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
     bar.set_postfix(loss=f"{run.history['train_loss'][-1]:.3f}", val=f"{last_val:.3f}")
 
 
-def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, **protocol) -> dict:
+def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, transductive: bool = True,
+                        report=None, **protocol) -> dict:
     """The test protocol on a saved model: fixed test tasks, fine-tune, mean ± 95% CI per step.
 
     ``protocol`` overrides ``shots``, ``inner_lr``, ``inner_steps`` or ``inner_optimizer``. A Reptile
-    run that kept its inner Adam state fine-tunes every test task from that state.
+    run that kept its inner Adam state fine-tunes every test task from that state. ``transductive=False``
+    scores each query on its own with the support set (``evaluation.predict``). ``report``: the steps to
+    score (default all); ``mean``, ``ci95``, ``median`` and ``diverged`` follow ``scored``.
     """
     device = resolve_device(device)
     run = load_run(path, device)
@@ -246,8 +249,9 @@ def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, 
     tasks = fixed_tasks(config, "test", n_tasks, protocol["shots"], device)
     result = evaluate(model, P.get_params(model), tasks, loss_function(config.task), protocol["inner_lr"],
                       protocol["inner_steps"], metric_name(config.task), inner_optimizer=protocol["inner_optimizer"],
-                      inner_state=_test_state(run, protocol))
+                      inner_state=_test_state(run, protocol), transductive=transductive, report=report)
     return {"checkpoint": str(path), "algo": config.algo, "task": config.task, "metric": result.metric,
-            "protocol": protocol, "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95],
+            "protocol": {**protocol, "transductive": transductive}, "scored": result.steps,
+            "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95],
             "median": [float(v) for v in result.per_task.nanmedian(0).values],
             "diverged": [int(v) for v in (~torch.isfinite(result.per_task)).sum(0)], "tasks": n_tasks}

@@ -134,3 +134,24 @@ def test_conv4_batched_reptile_with_kept_inner_state(device):
     for k in state.exp_avg_sq:
         mean = torch.stack([s.exp_avg_sq[k] for s in loop_states]).mean(0)
         torch.testing.assert_close(batched_state.exp_avg_sq[k], mean, rtol=1e-8, atol=1e-20)
+
+
+def test_non_transductive_scores_each_query_with_the_support_set(device):
+    """Each query alone in a batch with the support set (BatchNorm statistics of those); the batched
+    evaluation equals the loop; transductive and not differ only where batch statistics are used."""
+    from mamlkit.evaluation import evaluate, predict
+    from mamlkit.models import MLP
+
+    model, tasks = small_conv4(device), conv_tasks(device, shots=2, queries=3)
+    params, task = P.get_params(model), tasks[0]
+    alone = predict(model, params, task.x_support, task.x_query, transductive=False)
+    for j, q in enumerate(task.x_query):
+        torch.testing.assert_close(alone[j], model(torch.cat([task.x_support, q[None]]))[-1], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(alone, predict(model, params, task.x_support, task.x_query), atol=1e-6)
+    kw = dict(inner_lr=0.1, inner_steps=2, metric="accuracy", transductive=False)
+    loop = evaluate(model, params, tasks, F.cross_entropy, batched=False, **kw)
+    batched = evaluate(model, params, tasks, F.cross_entropy, batched=True, **kw)
+    torch.testing.assert_close(batched.per_task, loop.per_task)
+    mlp = MLP().double().to(device)
+    x = torch.rand(7, 1, dtype=torch.float64, device=device)
+    torch.testing.assert_close(predict(mlp, P.get_params(mlp), x[:3], x[3:], False), mlp(x[3:]))

@@ -35,6 +35,16 @@ def test_evaluate_json(checkpoint, capsys):
     assert rows[0]["steps"]["1"]["ci95"] > 0
 
 
+def test_non_transductive_flag(checkpoint, capsys):
+    """Scoring each query on its own changes nothing for the sine MLP (no batch statistics)."""
+    results = []
+    for flag in ([], ["--non-transductive"]):
+        assert main(["evaluate", str(checkpoint), "--tasks", "10", "--steps", "1", "--json", *flag]) == 0
+        results.append(json.loads(capsys.readouterr().out)[0])
+    assert [r["protocol"]["transductive"] for r in results] == [True, False]
+    assert results[0]["steps"]["1"]["mean"] == pytest.approx(results[1]["steps"]["1"]["mean"], rel=1e-5)
+
+
 def test_resume_flag_continues(checkpoint, tmp_path):
     out = tmp_path / "r.pt"
     out.write_bytes(checkpoint.read_bytes())

@@ -121,6 +121,16 @@ def test_evaluate_reports_mean_and_ci_and_batched_equals_loop(device, inner_opti
     with torch.no_grad():
         zero_step = ((model(tasks.x_query) - tasks.y_query) ** 2).mean((1, 2)).cpu()
     torch.testing.assert_close(loop.per_task[:, 0], zero_step)
+    for path in (False, True):  # scoring only some steps gives the same numbers for them
+        some = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=path, report=[3, 0],
+                                 **kw)
+        assert some.steps == [0, 3]
+        torch.testing.assert_close(some.per_task, loop.per_task[:, [0, 3]], rtol=1e-5, atol=1e-6)
+    assert some.at(3) == pytest.approx(loop.at(3), rel=1e-5)
+    with pytest.raises(ValueError, match="step 1 was not scored"):
+        some.at(1)
+    with pytest.raises(ValueError, match="must lie in 0..3"):
+        training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, report=[4])
     mean, ci = loop.at(2)
     column = loop.per_task[:, 2].double()
     assert mean == pytest.approx(float(column.mean()), rel=1e-6)

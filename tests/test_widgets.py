@@ -142,6 +142,8 @@ def test_plots_return_axes_with_course_colours():
     assert [line.get_color() for line in ax.get_lines()] == ["C0", "grey"]
     history = {"iteration": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [float("nan"), 0.4]}
     assert plots.plot_learning_curve(history, name="fomaml").get_lines()[0].get_color() == "C1"
+    lines = plots.plot_validation({"maml": history, "reptile": history}).get_lines()
+    assert [line.get_color() for line in lines] == ["C0", "C2"] and list(lines[0].get_xdata()) == [2]  # NaNs skipped
     assert len(plots.plot_cost([1, 2], {"maml": [1, 2], "reptile": [1, 1]}, "ms").get_lines()) == 2
     assert len(plots.plot_tasks(test, n=3).get_lines()) == 6
 
