@@ -144,7 +144,8 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
             distributed.all_reduce_(mean_phi.values())
             if state is not None:  # each process ran its share in sequence: average their states
                 moments = [*state.exp_avg.values(), *state.exp_avg_sq.values()]
-                torch._foreach_mul_(moments, weight)
+                for t in moments:
+                    t.mul_(weight)
                 distributed.all_reduce_(moments)
                 state.step = step0 + cfg.inner_steps * (1 if batched else len(tasks))
         new = P.lerp(P.detach(params), mean_phi, eps)  # θ + ε (mean_i φ_i − θ)
