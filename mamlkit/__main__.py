@@ -10,7 +10,7 @@ import torch
 
 from . import __version__
 from .checkpoint import CheckpointError
-from .config import ALGOS, DEFAULTS, TASKS, Config
+from .config import ALGOS, DEFAULTS, TASKS, WIDE, WIDE_WAYS, Config
 from .data.omniglot import OmniglotError
 from .distributed import init_from_env, is_main
 from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve_device
@@ -18,7 +18,9 @@ from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve
 
 def _paper(key: str) -> str:
     values = sorted({str(d.get(key, "sgd")) for d in DEFAULTS.values()})
-    return f"default: the paper's value ({' or '.join(values)} by algorithm)"
+    wide = sorted({str(d[key]) for d in WIDE.values() if key in d})
+    at_20 = f"; {' or '.join(wide)} from 20 ways" if wide else ""
+    return f"default: the paper's value ({' or '.join(values)} by algorithm{at_20})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--meta-batch-size", type=int, help=_paper("meta_batch_size"))
     t.add_argument("--shots", type=int, help="K support points per task, " + _paper("shots"))
     t.add_argument("--queries", type=int, help=_paper("queries"))
-    t.add_argument("--ways", type=int, default=5, help="N classes per task (omniglot; default 5)")
+    t.add_argument("--ways", type=int, default=5, help="N classes per task (omniglot; default 5; from "
+                   f"{WIDE_WAYS} on, the papers' 20-way hyper-parameters are the defaults)")
     t.add_argument("--split", default="maml", choices=("maml", "vinyals"), help="omniglot character split")
     t.add_argument("--inner-optimizer", choices=("sgd", "adam"), help="Reptile's inner optimizer (" + _paper(
         "inner_optimizer") + ")")

@@ -31,6 +31,13 @@ for _algo in ("maml", "fomaml", "pretrain"):
 DEFAULTS[("omniglot", "reptile")] = dict(iterations=100_000, inner_lr=0.001, outer_lr=1.0, inner_steps=5,
                                          meta_batch_size=5, shots=10, queries=5, inner_optimizer="adam",
                                          inner_batch=10, keep_inner_state=True)
+# 20 classes or more: MAML App. A.1 (5 inner steps of α = 0.1 at train and test, meta-batch 16) and the
+# Reptile code's 20-way command (inner Adam lr 0.0005, 10 iterations of batch 20, 200k iterations).
+# α = 0.1 is the paper's number used with the mean cross-entropy, as α = 0.4 is for 5-way.
+WIDE_WAYS = 20
+_WIDE_MAML = dict(inner_lr=0.1, inner_steps=5, meta_batch_size=16)
+WIDE = {("omniglot", algo): _WIDE_MAML for algo in ("maml", "fomaml", "pretrain")}
+WIDE[("omniglot", "reptile")] = dict(iterations=200_000, inner_lr=0.0005, inner_steps=10, inner_batch=20)
 
 # The test protocol: support size, step size, optimizer and steps used to fine-tune at meta-test.
 EVAL = {
@@ -38,11 +45,19 @@ EVAL = {
     "omniglot": dict(shots=1, inner_lr=0.4, inner_steps=3, inner_optimizer="sgd"),
     ("omniglot", "reptile"): dict(shots=1, inner_lr=0.001, inner_steps=50, inner_optimizer="adam"),
 }
+EVAL_WIDE = {"omniglot": dict(inner_lr=0.1, inner_steps=5), ("omniglot", "reptile"): dict(inner_lr=0.0005)}
 
 
-def eval_protocol(task: str, algo: str) -> dict:
-    """How a model trained for ``task`` with ``algo`` is fine-tuned at meta-test."""
-    return dict(EVAL.get((task, algo), EVAL[task]))
+def paper_defaults(task: str, algo: str, ways: int = 5) -> dict:
+    """The papers' training hyper-parameters for ``task`` and ``algo`` (20-way ones from 20 classes up)."""
+    wide = WIDE.get((task, algo), {}) if ways >= WIDE_WAYS else {}
+    return {**DEFAULTS[(task, algo)], **wide}
+
+
+def eval_protocol(task: str, algo: str, ways: int = 5) -> dict:
+    """How a model trained for ``task`` with ``algo`` on ``ways`` classes is fine-tuned at meta-test."""
+    wide = EVAL_WIDE.get((task, algo), EVAL_WIDE.get(task, {})) if ways >= WIDE_WAYS else {}
+    return {**EVAL.get((task, algo), EVAL[task]), **wide}
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,8 @@ class Config:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        defaults = {"inner_optimizer": "sgd", "keep_inner_state": False, **DEFAULTS[(self.task, self.algo)]}
+        defaults = {"inner_optimizer": "sgd", "keep_inner_state": False,
+                    **paper_defaults(self.task, self.algo, self.ways)}
         cfg = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         cfg.validate()
         return cfg

@@ -167,7 +167,7 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
 def validate(run: Run, tasks: Task) -> float:
     """Query MSE (or accuracy) on the fixed validation tasks after the test protocol's fine-tuning."""
     cfg = run.config
-    protocol = eval_protocol(cfg.task, cfg.algo)
+    protocol = eval_protocol(cfg.task, cfg.algo, cfg.ways)
     result = evaluate(run.model, P.get_params(run.model), tasks, loss_function(cfg.task), protocol["inner_lr"],
                       protocol["inner_steps"], metric_name(cfg.task), inner_optimizer=protocol["inner_optimizer"],
                       inner_state=_test_state(run, protocol))
@@ -195,7 +195,7 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, pro
     cfg = run.config
     batched = use_batched(cfg, run.model)
     source = TrainingTasks(cfg, device)
-    val_tasks = fixed_tasks(cfg, "val", cfg.val_tasks, eval_protocol(cfg.task, cfg.algo)["shots"], device)
+    val_tasks = fixed_tasks(cfg, "val", cfg.val_tasks, eval_protocol(cfg.task, cfg.algo, cfg.ways)["shots"], device)
     losses: list[Tensor] = []
     bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not (progress and distributed.is_main()),
                desc=cfg.algo)
@@ -246,7 +246,8 @@ def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, 
     model, config = run.model, run.config
     if data_dir is not None:
         config = Config.from_dict({**config.to_dict(), "data_dir": str(data_dir)})
-    protocol = {**eval_protocol(config.task, config.algo), **{k: v for k, v in protocol.items() if v is not None}}
+    chosen = {k: v for k, v in protocol.items() if v is not None}
+    protocol = {**eval_protocol(config.task, config.algo, config.ways), **chosen}
     tasks = fixed_tasks(config, "test", n_tasks, protocol["shots"], device)
     result = evaluate(model, P.get_params(model), tasks, loss_function(config.task), protocol["inner_lr"],
                       protocol["inner_steps"], metric_name(config.task), inner_optimizer=protocol["inner_optimizer"],

@@ -221,3 +221,34 @@ def test_characters_explorer_and_accuracy_check(real, capsys):
     assert not characters.check_accuracy(lambda logits, labels: 1 / 0)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and "ZeroDivisionError" in out[1]
+
+
+def test_twenty_way_defaults_are_the_papers():
+    from mamlkit.config import Config, eval_protocol
+
+    for algo in ("maml", "fomaml"):
+        wide, five = (Config(task="omniglot", algo=algo, ways=w).resolved() for w in (20, 5))
+        assert (wide.inner_lr, wide.inner_steps, wide.meta_batch_size) == (0.1, 5, 16)  # MAML App. A.1
+        assert (five.inner_lr, five.inner_steps, five.meta_batch_size) == (0.4, 1, 32)
+        assert eval_protocol("omniglot", algo, 20) == dict(shots=1, inner_lr=0.1, inner_steps=5, inner_optimizer="sgd")
+        assert eval_protocol("omniglot", algo, 5)["inner_steps"] == 3
+    reptile = Config(task="omniglot", algo="reptile", ways=20).resolved()
+    assert (reptile.inner_lr, reptile.inner_steps, reptile.inner_batch, reptile.iterations) == (0.0005, 10, 20, 200_000)
+    assert eval_protocol("omniglot", "reptile", 20)["inner_lr"] == 0.0005
+    assert Config(task="omniglot", algo="maml", ways=20, inner_steps=2).resolved().inner_steps == 2  # flags win
+    assert Config(algo="maml", ways=20).resolved().inner_steps == 1  # sine tasks have no ways
+
+
+def test_twenty_way_train_and_evaluate_from_the_cli(real, tmp_path):
+    from mamlkit.__main__ import main
+    from mamlkit.training import evaluate_checkpoint
+
+    out = tmp_path / "w20.pt"
+    assert main(["train", "--task", "omniglot", "--algo", "fomaml", "--ways", "20", "--data-dir", str(SHARED),
+                 "--iterations", "1", "--meta-batch-size", "2", "--val-tasks", "2", "--no-progress", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    config = torch.load(out, weights_only=True)["config"]
+    assert (config["ways"], config["inner_lr"], config["inner_steps"]) == (20, 0.1, 5)
+    row = evaluate_checkpoint(out, 2, "cpu", data_dir=SHARED)
+    assert (row["protocol"]["inner_lr"], row["protocol"]["inner_steps"], row["scored"][-1]) == (0.1, 5, 5)
+    assert 0 <= row["mean"][-1] <= 1
