@@ -50,3 +50,14 @@ def test_the_code_is_lint_clean():
         pytest.fail("ruff is not installed: pip install -e '.[test]'")
     result = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "data").glob("*.pt")), ids=lambda p: p.name)
+def test_shipped_checkpoints_are_documented_and_portable(path):
+    """Every file in data/ has its command in data/README.md, loads safely and names no folder of ours."""
+    from mamlkit.checkpoint import load_checkpoint
+
+    assert f"`{path.name}`" in (ROOT / "data" / "README.md").read_text(), f"document {path.name} in data/README.md"
+    state = load_checkpoint(path)  # torch.load(weights_only=True), on the CPU
+    assert state["config"]["data_dir"] is None, "clear data_dir: users' data lives elsewhere"
+    assert state["iteration"] == state["history"]["iteration"][-1]
