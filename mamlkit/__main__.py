@@ -107,15 +107,16 @@ def evaluate(args) -> None:
         row["steps"] = steps or ([1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]])
         rows.append(row)
     if args.json:
-        print(json.dumps([{**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "protocol", "tasks")},
+        print(json.dumps([{**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "ways", "protocol", "tasks")},
                            "steps": {s: {k: r[k][r["scored"].index(s)] for k in ("mean", "ci95", "median", "diverged")}
                                      for s in r["steps"]}}
                           for r in rows], indent=2))
         return
     for r in rows:
         p = r["protocol"]
+        ways = f"{r['ways']}-way " if r["ways"] else ""
         print(f"{r['checkpoint']} ({r['task']}, {r['algo']}): {r['metric']} on {args.tasks} fixed test tasks, "
-              f"{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']}"
+              f"{ways}{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']}"
               f"{'' if p['transductive'] else ', each query on its own'} (mean ± 95% CI)")
     steps = rows[0]["steps"]
     scale = 100 if rows[0]["metric"] == "accuracy" else 1

@@ -253,6 +253,7 @@ def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, 
                       protocol["inner_steps"], metric_name(config.task), inner_optimizer=protocol["inner_optimizer"],
                       inner_state=_test_state(run, protocol), transductive=transductive, report=report)
     return {"checkpoint": str(path), "algo": config.algo, "task": config.task, "metric": result.metric,
+            "ways": config.ways if config.task == "omniglot" else None,
             "protocol": {**protocol, "transductive": transductive}, "scored": result.steps,
             "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95],
             "median": [float(v) for v in result.per_task.nanmedian(0).values],

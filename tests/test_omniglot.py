@@ -239,7 +239,7 @@ def test_twenty_way_defaults_are_the_papers():
     assert Config(algo="maml", ways=20).resolved().inner_steps == 1  # sine tasks have no ways
 
 
-def test_twenty_way_train_and_evaluate_from_the_cli(real, tmp_path):
+def test_twenty_way_train_and_evaluate_from_the_cli(real, tmp_path, capsys):
     from mamlkit.__main__ import main
     from mamlkit.training import evaluate_checkpoint
 
@@ -251,4 +251,7 @@ def test_twenty_way_train_and_evaluate_from_the_cli(real, tmp_path):
     assert (config["ways"], config["inner_lr"], config["inner_steps"]) == (20, 0.1, 5)
     row = evaluate_checkpoint(out, 2, "cpu", data_dir=SHARED)
     assert (row["protocol"]["inner_lr"], row["protocol"]["inner_steps"], row["scored"][-1]) == (0.1, 5, 5)
-    assert 0 <= row["mean"][-1] <= 1
+    assert 0 <= row["mean"][-1] <= 1 and row["ways"] == 20
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--tasks", "2", "--data-dir", str(SHARED), "--device", "cpu"]) == 0
+    assert "20-way 1-shot, sgd lr 0.1" in capsys.readouterr().out
