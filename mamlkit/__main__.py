@@ -19,7 +19,7 @@ from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve
 def _paper(key: str) -> str:
     values = sorted({str(d.get(key, "sgd")) for d in DEFAULTS.values()})
     wide = sorted({str(d[key]) for d in WIDE.values() if key in d})
-    at_20 = f"; {' or '.join(wide)} from 20 ways" if wide else ""
+    at_20 = f"; {' or '.join(wide)} from {WIDE_WAYS} ways" if wide else ""
     return f"default: the paper's value ({' or '.join(values)} by algorithm{at_20})"
 
 
