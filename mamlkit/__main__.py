@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
 import torch
 
-from . import __version__
+from . import __version__, families
 from .checkpoint import CheckpointError
-from .config import ALGOS, DEFAULTS, TASKS, WIDE, WIDE_WAYS, Config
-from .data.omniglot import OmniglotError
+from .config import ALGOS, Config
+from .data.omniglot import SPLITS, OmniglotError
 from .distributed import init_from_env, is_main
+from .inner import OPTIMIZERS
 from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve_device
 
 
 def _paper(key: str) -> str:
-    values = sorted({str(d.get(key, "sgd")) for d in DEFAULTS.values()})
-    wide = sorted({str(d[key]) for d in WIDE.values() if key in d})
-    at_20 = f"; {' or '.join(wide)} from {WIDE_WAYS} ways" if wide else ""
-    return f"default: the paper's value ({' or '.join(values)} by algorithm{at_20})"
+    def values(ways: int) -> set:
+        return {str(f.defaults(a, ways).get(key, "sgd")) for f in families.REGISTRY.values() for a in ALGOS}
+
+    five, wide = values(5), sorted(values(families.WIDE_WAYS) - values(5))
+    at_20 = f"; {' or '.join(wide)} from {families.WIDE_WAYS} ways" if wide else ""
+    return f"default: the paper's value ({' or '.join(sorted(five))} by algorithm{at_20})"
+
+
+def import_families(argv) -> None:
+    """Import the modules named by ``--import MODULE`` first: they register their own task families."""
+    sys.path.insert(0, "")  # modules of the working folder, as ``python -m`` allows
+    for i, arg in enumerate(argv):
+        name = argv[i + 1] if arg == "--import" and i + 1 < len(argv) else arg.partition("=")[2]
+        if arg == "--import" or arg.startswith("--import="):
+            try:
+                importlib.import_module(name)
+            except ImportError as e:
+                raise SystemExit(f"error: --import {name}: {e}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="meta-train a model and save checkpoints")
-    t.add_argument("--task", default="sinusoid", choices=TASKS)
+    t.add_argument("--task", default="sinusoid", choices=list(families.REGISTRY),
+                   help="task family (your own: --import MODULE that registers it)")
     t.add_argument("--algo", default="maml", choices=ALGOS)
     t.add_argument("--iterations", type=int, help=_paper("iterations"))
     t.add_argument("--inner-lr", type=float, help="α, " + _paper("inner_lr"))
@@ -39,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--shots", type=int, help="K support points per task, " + _paper("shots"))
     t.add_argument("--queries", type=int, help=_paper("queries"))
     t.add_argument("--ways", type=int, default=5, help="N classes per task (omniglot; default 5; from "
-                   f"{WIDE_WAYS} on, the papers' 20-way hyper-parameters are the defaults)")
-    t.add_argument("--split", default="maml", choices=("maml", "vinyals"), help="omniglot character split")
-    t.add_argument("--inner-optimizer", choices=("sgd", "adam"), help="Reptile's inner optimizer (" + _paper(
+                   f"{families.WIDE_WAYS} on, the papers' 20-way hyper-parameters are the defaults)")
+    t.add_argument("--split", default="maml", choices=SPLITS, help="omniglot character split")
+    t.add_argument("--inner-optimizer", choices=list(OPTIMIZERS), help="Reptile's inner optimizer (" + _paper(
         "inner_optimizer") + ")")
     t.add_argument("--inner-batch", type=int, help="Reptile: examples per inner step (default: 10 for "
                    "Omniglot as the Reptile code, else the whole support set)")
@@ -64,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, nargs="+", help="inner steps to report (default: 1 5 10 sine; "
                    "the paper's test steps for omniglot)")
     e.add_argument("--inner-lr", type=float, help="fine-tuning step size (default: the paper's, 0.01 for sine)")
-    e.add_argument("--inner-optimizer", choices=("sgd", "adam"), help="fine-tuning optimizer (default: paper's)")
+    e.add_argument("--inner-optimizer", choices=list(OPTIMIZERS), help="fine-tuning optimizer (default: paper's)")
     e.add_argument("--non-transductive", action="store_true", help="score each query on its own with the support "
                    "set (BatchNorm statistics of support + that query), as the Reptile paper's plain numbers; "
                    "default: the query set as one batch (transductive, as the MAML paper)")
@@ -79,6 +96,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--import", metavar="MODULE", help="import MODULE first (it registers your task families)")
 
 
 def train(args) -> None:
@@ -93,7 +111,7 @@ def train(args) -> None:
     run = meta_train(config, out, args.device, args.resume, progress=not args.no_progress,
                      max_minutes=args.max_minutes)
     if is_main():
-        print(f"saved {out} after {run.iteration} iterations; validation metric {run.history['val_loss'][-1]:.4f}")
+        print(f"saved {out} after {run.iteration} iterations; validation metric {run.history['val_metric'][-1]:.4f}")
 
 
 def evaluate(args) -> None:
@@ -139,6 +157,8 @@ def _cell(r: dict, step: int, scale: float) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    import_families(argv)
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     try:

@@ -1,16 +1,15 @@
-"""The meta-batch as one batched computation: ``torch.func.vmap`` over tasks and
-``torch.func.grad`` for the inner step. Equal to the per-task loop in ``maml.py`` (tested).
+"""The meta-batch as one batched computation: ``torch.func.vmap`` over tasks of the inner loop
+(``inner.InnerLoop``). Equal to the per-task loop in ``maml.py`` (tested).
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 
-from .adam import BETAS, AdamState, adam_update  # noqa: F401  (adam_update: former home)
+from .inner import AdamState, InnerLoop
 from .params import Params
-from .tasks import Task, step_batch
+from .tasks import Task
 
 FUSED_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -46,73 +45,34 @@ def prefer_batched(model: nn.Module) -> bool:
     return on_cuda or not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
-def inner_grads(model, loss_fn, params, x, y):
-    """∇ of the support loss w.r.t. ``params`` with ``torch.func.grad`` (usable under ``vmap``)."""
-    return grad(lambda p: loss_fn(functional_call(model, p, (x,)), y))(params)
-
-
-def adapt_batched(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn, inner_lr: float,
-                  inner_steps: int, first_order: bool = False, inner_optimizer: str = "sgd",
-                  betas=BETAS, eps: float = 1e-8, inner_batch: int | None = None,
-                  inner_state: AdamState | None = None) -> Params:
-    """Adapt on every task at once; ``x``, ``y`` have a leading task dimension, so does the result.
-
-    ``inner_optimizer="adam"`` runs ``torch.optim.Adam``'s update (Reptile's inner loop), written out
-    so that it can run under ``vmap``; it is first order (used by Reptile only). ``inner_batch`` as in
-    ``evaluation.trajectory``: step ``s`` uses the ``s``-th block of that many examples.
-
-    ``inner_state`` (Adam only): every task starts from it, and it is left at the tasks' mean state
-    after their steps (step count + ``inner_steps``), the parallel counterpart of the per-task loop,
-    where each task continues from the one before.
-    """
+def adapt_batched(model: nn.Module, loss_fn, params: Params, x: Tensor, y: Tensor, loop: InnerLoop,
+                  state=None) -> tuple[Params, object]:
+    """Adapt on every task at once; ``x``, ``y`` have a leading task dimension, so do the adapted
+    parameters. Every task starts from ``state`` (default: the optimizer's fresh state); the state
+    returned is the tasks' mean state after their steps (Adam's step count + ``loop.steps``), the
+    parallel counterpart of the per-task loop, where each task continues from the one before."""
     check_batchable(model)
-    if inner_optimizer != "adam":
-        if inner_state is not None:
-            raise ValueError("inner_state is the inner Adam's state: use it with inner_optimizer='adam'")
-        return vmap(lambda p, xs, ys: _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order,
-                                             inner_batch=inner_batch)[0], in_dims=(None, 0, 0))(params, x, y)
-    state = inner_state if inner_state is not None else AdamState.zeros(params)
+    state = loop.optimizer.init(params) if state is None else state
+    if state is None:  # a stateless optimizer (SGD)
+        return vmap(lambda p, xs, ys: loop.adapt(model, loss_fn, p, xs, ys)[0], in_dims=(None, 0, 0))(params, x, y), None
 
     def one_task(p, xs, ys, m, s):
-        return _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, True, "adam", betas, eps, inner_batch,
-                      (m, s, state.step))
+        phi, end = loop.adapt(model, loss_fn, p, xs, ys, AdamState(state.step, m, s))
+        return phi, end.exp_avg, end.exp_avg_sq
 
     phis, m, s = vmap(one_task, in_dims=(None, 0, 0, None, None))(params, x, y, state.exp_avg, state.exp_avg_sq)
-    if inner_state is not None:
-        inner_state.step += inner_steps
-        inner_state.exp_avg = {k: v.detach().mean(0) for k, v in m.items()}
-        inner_state.exp_avg_sq = {k: v.detach().mean(0) for k, v in s.items()}
-    return phis
+    mean = {k: v.detach().mean(0) for k, v in m.items()}, {k: v.detach().mean(0) for k, v in s.items()}
+    return phis, AdamState(state.step + loop.steps, *mean)
 
 
-def _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order=False, inner_optimizer="sgd",
-           betas=BETAS, eps=1e-8, inner_batch=None, adam=None):
-    """One task's inner loop, written for ``vmap`` (see ``adapt_batched``); returns the adapted
-    parameters and Adam's moments (starting from ``adam = (m, s, step)``, zeros by default; ``None``
-    for SGD)."""
-    if inner_optimizer == "adam" and adam is None:
-        adam = ({k: torch.zeros_like(v) for k, v in p.items()}, {k: torch.zeros_like(v) for k, v in p.items()}, 0)
-    m, s, t0 = adam if adam is not None else (None, None, 0)
-    for t in range(1, inner_steps + 1):
-        g = inner_grads(model, loss_fn, p, *step_batch(xs, ys, t - 1, inner_batch))
-        if first_order or inner_optimizer == "adam":
-            g = {k: v.detach() for k, v in g.items()}
-        if inner_optimizer == "adam":
-            p, m, s = adam_update(p, g, m, s, t0 + t, inner_lr, betas, eps)
-        else:
-            p = {k: p[k] - inner_lr * g[k] for k in p}
-    return p, m, s
-
-
-def batched_task_losses(model: nn.Module, params: Params, tasks: Task, loss_fn, inner_lr: float,
-                        inner_steps: int, first_order: bool = False) -> Tensor:
+def batched_task_losses(model: nn.Module, params: Params, tasks: Task, loss_fn, loop: InnerLoop) -> Tensor:
     """Query loss of every task after adaptation, shape (tasks,)."""
     if not isinstance(tasks, Task):
         raise TypeError("batched=True needs a Task batch (tensors with a leading task dimension)")
     check_batchable(model)
 
     def one_task(p, xs, ys, xq, yq):  # adaptation and query loss in one vmap: less overhead than two
-        adapted, *_ = _adapt(model, loss_fn, p, xs, ys, inner_lr, inner_steps, first_order)
+        adapted, _ = loop.adapt(model, loss_fn, p, xs, ys)
         return loss_fn(functional_call(model, adapted, (xq,)), yq)
 
     return vmap(one_task, in_dims=(None, 0, 0, 0, 0))(params, *tasks.tensors()[:4])

@@ -39,4 +39,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                               "(no 'format': 'mamlkit-checkpoint' entry); pass a file written by mamlkit train")
     if state.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, this mamlkit reads {VERSION}")
+    history = state.get("history")
+    if isinstance(history, dict) and "val_loss" in history:  # written before the key said what it holds
+        history["val_metric"] = history.pop("val_loss")
     return state

@@ -7,57 +7,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from . import families
+from .data.omniglot import SPLITS as CHARACTER_SPLITS
+from .inner import OPTIMIZERS
+
 ALGOS = ("maml", "fomaml", "reptile", "pretrain")
-TASKS = ("sinusoid", "omniglot")
-
-# MAML paper §5.1 / App. C for maml, fomaml and the pretrained baseline. Reptile has no published
-# sine protocol matching this evaluation; its values were chosen on the validation tasks (README).
-_SINE = dict(iterations=70_000, inner_lr=0.01, outer_lr=0.001, inner_steps=1, meta_batch_size=25,
-             shots=10, queries=10)
-DEFAULTS = {
-    ("sinusoid", "maml"): _SINE,
-    ("sinusoid", "fomaml"): _SINE,
-    ("sinusoid", "pretrain"): _SINE,
-    ("sinusoid", "reptile"): dict(_SINE, inner_lr=0.01, outer_lr=1.0, inner_steps=10),
-}
-# MAML paper App. A.1 (5-way): inner lr 0.4 with the mean cross-entropy, 1 step at train, 3 at test,
-# meta-batch 32, 60k iterations. Reptile: the official Omniglot command (inner Adam, β1 = 0, lr 0.001,
-# 5 steps on 10 "train shots" per class, meta-batch 5, ε = 1 annealed to 0, 100k iterations; the inner
-# Adam's state carried from task to task as that code does, mamlkit.adam).
-_OMNIGLOT = dict(iterations=60_000, inner_lr=0.4, outer_lr=0.001, inner_steps=1, meta_batch_size=32,
-                 shots=1, queries=15)
-for _algo in ("maml", "fomaml", "pretrain"):
-    DEFAULTS[("omniglot", _algo)] = _OMNIGLOT
-DEFAULTS[("omniglot", "reptile")] = dict(iterations=100_000, inner_lr=0.001, outer_lr=1.0, inner_steps=5,
-                                         meta_batch_size=5, shots=10, queries=5, inner_optimizer="adam",
-                                         inner_batch=10, keep_inner_state=True)
-# 20 classes or more: MAML App. A.1 (5 inner steps of α = 0.1 at train and test, meta-batch 16) and the
-# Reptile code's 20-way command (inner Adam lr 0.0005, 10 iterations of batch 20, 200k iterations).
-# α = 0.1 is the paper's number used with the mean cross-entropy, as α = 0.4 is for 5-way.
-WIDE_WAYS = 20
-_WIDE_MAML = dict(inner_lr=0.1, inner_steps=5, meta_batch_size=16)
-WIDE = {("omniglot", algo): _WIDE_MAML for algo in ("maml", "fomaml", "pretrain")}
-WIDE[("omniglot", "reptile")] = dict(iterations=200_000, inner_lr=0.0005, inner_steps=10, inner_batch=20)
-
-# The test protocol: support size, step size, optimizer and steps used to fine-tune at meta-test.
-EVAL = {
-    "sinusoid": dict(shots=5, inner_lr=0.01, inner_steps=10, inner_optimizer="sgd"),
-    "omniglot": dict(shots=1, inner_lr=0.4, inner_steps=3, inner_optimizer="sgd"),
-    ("omniglot", "reptile"): dict(shots=1, inner_lr=0.001, inner_steps=50, inner_optimizer="adam"),
-}
-EVAL_WIDE = {"omniglot": dict(inner_lr=0.1, inner_steps=5), ("omniglot", "reptile"): dict(inner_lr=0.0005)}
 
 
 def paper_defaults(task: str, algo: str, ways: int = 5) -> dict:
-    """The papers' training hyper-parameters for ``task`` and ``algo`` (20-way ones from 20 classes up)."""
-    wide = WIDE.get((task, algo), {}) if ways >= WIDE_WAYS else {}
-    return {**DEFAULTS[(task, algo)], **wide}
+    """The papers' training hyper-parameters for ``task`` and ``algo`` (the family's defaults)."""
+    return families.get(task).defaults(algo, ways)
 
 
 def eval_protocol(task: str, algo: str, ways: int = 5) -> dict:
     """How a model trained for ``task`` with ``algo`` on ``ways`` classes is fine-tuned at meta-test."""
-    wide = EVAL_WIDE.get((task, algo), EVAL_WIDE.get(task, {})) if ways >= WIDE_WAYS else {}
-    return {**EVAL.get((task, algo), EVAL[task]), **wide}
+    return families.get(task).protocol(algo, ways)
 
 
 @dataclass(frozen=True)
@@ -96,8 +60,7 @@ class Config:
         """A copy with every ``None`` replaced by its default, after validating the choices."""
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        families.get(self.task)  # a registered family, or a clear error
         defaults = {"inner_optimizer": "sgd", "keep_inner_state": False,
                     **paper_defaults(self.task, self.algo, self.ways)}
         cfg = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
@@ -121,8 +84,8 @@ class Config:
         for name, ok, want in checks:
             if not ok:
                 raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
-        if self.split not in ("maml", "vinyals"):
-            raise ValueError(f"split must be 'maml' or 'vinyals', got {self.split!r}")
+        if self.split not in CHARACTER_SPLITS:
+            raise ValueError(f"split must be one of {', '.join(CHARACTER_SPLITS)}, got {self.split!r}")
         if self.inner_batch is not None and (self.algo != "reptile" or self.inner_batch < 1):
             raise ValueError(f"inner_batch must be an integer >= 1 and is for --algo reptile only (MAML adapts on the "
                              f"whole support set), got {self.inner_batch!r} with algo {self.algo!r}")
@@ -130,8 +93,8 @@ class Config:
             raise ValueError("keep_inner_state carries Reptile's inner Adam state across tasks: it needs algo "
                              f"'reptile' and inner_optimizer 'adam' (got {self.algo!r}, {self.inner_optimizer!r}); "
                              "pass --fresh-inner-state / keep_inner_state=False otherwise")
-        if self.inner_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {self.inner_optimizer!r}")
+        if self.inner_optimizer not in OPTIMIZERS:
+            raise ValueError(f"inner_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.inner_optimizer!r}")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -73,3 +73,20 @@ def any_true(flag: bool) -> bool:
     t = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def combine_reptile(mean_phi: dict, state, weight: float, step: int):
+    """Reptile across processes: the weighted sum of each process's mean φ and, for a kept inner Adam
+    state (each process ran its share of the tasks in sequence), the average of the processes' moments
+    with the step count ``step`` a single process would have reached. Unchanged on one process."""
+    if weight == 1.0:
+        return mean_phi, state
+    mean_phi = {k: v * weight for k, v in mean_phi.items()}
+    all_reduce_(mean_phi.values())
+    if state is not None:
+        moments = state.tensors()
+        for t in moments:
+            t.mul_(weight)
+        all_reduce_(moments)
+        state.step = step
+    return mean_phi, state

@@ -7,18 +7,17 @@ Introduced in notebook 04_maml.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
 from torch import Tensor, nn
 
-from . import maml
 from . import params as P
-from .adam import BETAS, AdamState, adam_update
-from .batched import inner_grads, prefer_batched
+from .batched import prefer_batched
+from .inner import AdamState, InnerLoop
 from .params import forward
-from .tasks import Task, step_batch
+from .tasks import Task, as_batch
 
 
 @dataclass
@@ -65,99 +64,76 @@ def predict(model: nn.Module, params: P.Params, x_support: Tensor, x_query: Tens
     return one(x_query)
 
 
-def trajectory(model: nn.Module, params: P.Params, x: Tensor, y: Tensor, loss_fn, inner_lr: float,
-               inner_steps: int, inner_optimizer: str = "sgd", inner_batch: int | None = None,
-               inner_state: AdamState | None = None):
-    """Yield the parameters before and after each of ``inner_steps`` fine-tuning steps (no graph):
-    SGD, or Adam with β1 = 0 (the Reptile paper's inner loop and its Omniglot evaluation).
-    With ``inner_batch = b``, step ``s`` uses examples ``s·b … s·b + b − 1`` (see ``reptile.minibatch_order``).
-    With ``inner_state``, Adam continues from that state and leaves it, in place, at the state after
-    the last step (pass ``inner_state.clone()`` to keep the original)."""
-    if inner_state is not None and inner_optimizer != "adam":
-        raise ValueError("inner_state is the inner Adam's state: use it with inner_optimizer='adam'")
-    phi = P.detach(params, requires_grad=True)
-    yield P.detach(phi)
-    optimizer = torch.optim.Adam(phi.values(), lr=inner_lr, betas=BETAS) if inner_optimizer == "adam" else None
-    if inner_state is not None:
-        inner_state.load_into(optimizer, phi)
-    for step in range(inner_steps):
-        xs, ys = step_batch(x, y, step, inner_batch)
-        if optimizer is None:
-            phi = maml.inner_update(model, phi, xs, ys, loss_fn, inner_lr, first_order=True)
-            phi = P.detach(phi, requires_grad=True)
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(forward(model, phi, xs), ys).backward()
-            optimizer.step()
-            if inner_state is not None and step == inner_steps - 1:
-                inner_state.read_from(optimizer, phi)
-        yield P.detach(phi)
+@dataclass(frozen=True)
+class Protocol:
+    """How a model is fine-tuned and scored at meta-test: the inner ``loop`` (optimizer, step size,
+    steps), the steps to ``report`` (default all, 0..steps; scoring can cost more than fine-tuning),
+    transductive or one query at a time (see ``predict``), and ``chunk`` tasks at a time on the batched
+    path (bounded memory for large test sets)."""
+
+    loop: InnerLoop
+    report: tuple | None = None
+    transductive: bool = True
+    chunk: int = 100
+
+    @classmethod
+    def sgd(cls, inner_lr: float, inner_steps: int, **options) -> Protocol:
+        """``inner_steps`` SGD steps of ``inner_lr`` on the support set, as the MAML paper."""
+        return cls(InnerLoop.sgd(inner_lr, inner_steps), **options)
+
+    def steps(self) -> list[int]:
+        steps = self.loop.steps
+        report = list(range(steps + 1)) if self.report is None else sorted(set(self.report))
+        if not report or not all(0 <= s <= steps for s in report):
+            raise ValueError(f"steps to report must lie in 0..{steps} (the inner steps), got {report}")
+        return report
 
 
-
-def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, inner_lr: float, inner_steps: int = 10,
-             metric: str = "mse", batched: bool | None = None, inner_optimizer: str = "sgd",
-             chunk: int = 100, inner_state: AdamState | None = None, transductive: bool = True,
-             report=None) -> EvalResult:
-    """Adapt on each task's support set for 1..``inner_steps`` steps (SGD with the same step size,
-    reusing the support set every step, as the MAML paper; or Adam for Reptile's Omniglot protocol)
-    and score the query set after each step. The batched path runs ``chunk`` tasks at a time.
-    With ``inner_state`` (Adam), every task's fine-tuning starts from that state (the Reptile code's
-    evaluation); it is not changed. ``transductive=False`` scores each query on its own (see ``predict``).
-    ``report``: the steps to score (default every one, 0..``inner_steps``; scoring can cost more than
-    fine-tuning, e.g. 50 Adam steps scored only after 0 and 50).
-    """
-    maml.check_hyper(inner_lr, inner_steps)
-    report = list(range(inner_steps + 1)) if report is None else sorted(set(report))
-    if not report or not all(0 <= s <= inner_steps for s in report):
-        raise ValueError(f"steps to report must lie in 0..{inner_steps} (the inner steps), got {report}")
+def evaluate(model: nn.Module, params: P.Params, tasks: Task, loss_fn, protocol: Protocol, metric: str = "mse",
+             state=None, batched: bool | None = None) -> EvalResult:
+    """Fine-tune on each task's support set (reusing it every step, as the MAML paper) and score the
+    query set after the protocol's reported steps. ``state``: every task's fine-tuning starts from this
+    inner optimizer state (the Reptile code's kept Adam state); it is not changed."""
+    tasks, report, loop = as_batch(tasks, "evaluate"), protocol.steps(), protocol.loop
     if batched is None:
         batched = prefer_batched(model)
     if batched:
-        # ``chunk`` tasks at a time: bounded memory for large test sets
-        chunks = [_evaluate_batched(model, params, tasks[i: i + chunk], loss_fn, inner_lr, inner_steps, metric,
-                                    inner_optimizer, inner_state, transductive, report)
-                  for i in range(0, len(tasks), chunk)]
-        return EvalResult(chunks[0].steps, torch.cat([c.per_task for c in chunks]), metric)
+        chunks = [_evaluate_batched(model, params, tasks[i: i + protocol.chunk], loss_fn, protocol, metric, state)
+                  for i in range(0, len(tasks), protocol.chunk)]
+        return EvalResult(report, torch.cat(chunks), metric)
     rows = []
     for task in tasks:
-        row = []
-        for step, phi in enumerate(trajectory(model, params, task.x_support, task.y_support, loss_fn, inner_lr,
-                                              inner_steps, inner_optimizer,
-                                              inner_state=None if inner_state is None else inner_state.clone())):
-            if step not in report:
-                continue
-            with torch.no_grad():
-                pred = predict(model, phi, task.x_support, task.x_query, transductive)
-                row.append(score(pred[None], task.y_query[None], metric)[0])
-        rows.append(torch.stack(row))
+        path, _ = loop.trajectory(model, loss_fn, params, task.x_support, task.y_support, state, graph=False)
+        with torch.no_grad():
+            rows.append(torch.stack([score(predict(model, path[s], task.x_support, task.x_query, protocol.transductive)
+                                           [None], task.y_query[None], metric)[0] for s in report]))
     return EvalResult(report, torch.stack(rows).cpu(), metric)
 
 
-def _evaluate_batched(model, params, tasks: Task, loss_fn, inner_lr, inner_steps, metric,
-                      inner_optimizer="sgd", inner_state: AdamState | None = None, transductive=True,
-                      report=None) -> EvalResult:
-    report = list(range(inner_steps + 1)) if report is None else report
-    state = inner_state if inner_state is not None else AdamState.zeros(params)
+def _evaluate_batched(model, params, tasks: Task, loss_fn, protocol: Protocol, metric: str, state) -> Tensor:
+    """Per-task scores of one chunk: all tasks fine-tuned together, one ``vmap``-ed inner step at a time."""
+    loop, report = replace(protocol.loop, first_order=True), protocol.steps()
+    state = loop.optimizer.init(params) if state is None else state
+    step0 = getattr(state, "step", 0)
 
     def per_task(d):
         return {k: v.detach().unsqueeze(0).expand(len(tasks), *v.shape) for k, v in d.items()}
 
-    params, moments = per_task(params), (per_task(state.exp_avg), per_task(state.exp_avg_sq))
-    batch_predict = torch.func.vmap(lambda p, xs, xq: predict(model, p, xs, xq, transductive))
+    moments = () if state is None else (per_task(state.exp_avg), per_task(state.exp_avg_sq))
+    params = per_task(params)
+    batch_predict = torch.func.vmap(lambda p, xs, xq: predict(model, p, xs, xq, protocol.transductive))
 
-    def step(p, m, s, x, y, t: int):
-        g = inner_grads(model, loss_fn, p, x, y)
-        if inner_optimizer == "adam":
-            return adam_update(p, g, m, s, t, inner_lr)
-        return {k: p[k] - inner_lr * g[k] for k in p}, m, s
+    def one_step(p, x, y, *m, t: int):
+        p, end = loop.step(model, loss_fn, p, AdamState(t, *m) if m else None, x, y)
+        return (p,) if end is None else (p, end.exp_avg, end.exp_avg_sq)
 
     rows = []
-    for i in range(inner_steps + 1):
+    for i in range(loop.steps + 1):
         if i in report:
             with torch.no_grad():
                 rows.append(score(batch_predict(params, tasks.x_support, tasks.x_query), tasks.y_query, metric))
-        if i < inner_steps:
-            params, *moments = torch.func.vmap(partial(step, t=state.step + i + 1))(
-                params, *moments, tasks.x_support, tasks.y_support)
-    return EvalResult(report, torch.stack(rows, 1).cpu(), metric)
+        if i < loop.steps:
+            params, *moments = torch.func.vmap(partial(one_step, t=step0 + i))(
+                params, tasks.x_support, tasks.y_support, *moments)
+            params = {k: v.detach() for k, v in params.items()}
+    return torch.stack(rows, 1).cpu()

@@ -1,7 +1,23 @@
-"""Task families by name: the model, loss and metric each needs, training tasks, and the fixed
-validation and test tasks. ``sinusoid`` needs nothing; ``omniglot`` loads the cached images.
+"""Task families: what a family of tasks must say for any algorithm to meta-learn on it, and a
+registry by name (the command line's ``--task``).
 
-Introduced in notebooks 04_maml (sinusoid) and 08_characters (omniglot).
+A family builds its default model, names its loss and metric, and samples a batch of tasks for a
+split (``train``, ``val``, ``test``) with K shots and Q queries from a seeded generator; its fixed
+validation and test tasks are the same on every run and device. To meta-learn on your own tasks,
+subclass ``Family``, write ``sample`` (and ``model`` if the MLP does not fit), and ``register`` it::
+
+    class Lines(Family):
+        name = "lines"
+
+        def sample(self, n, split, shots, queries, generator, device="cpu"):
+            slope = torch.rand(n, 1, 1, generator=generator) * 4 - 2
+            x = torch.rand(n, shots + queries, 1, generator=generator) * 10 - 5
+            y = slope * x
+            return Task(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:]).to(device)
+
+    register(Lines())    # then: meta_train(Config(task="lines")), python -m mamlkit train --task lines
+
+Introduced in notebooks 01_tasks (sine waves) and 08_characters (Omniglot).
 """
 
 from __future__ import annotations
@@ -15,22 +31,83 @@ from torch import nn
 from .models import MLP, Conv4
 from .tasks import TEST_SEED, Task, sample_sine_tasks, sine_test_tasks
 
-VAL_SEED = TEST_SEED + 1
+SPLITS = ("train", "val", "test")
+SEEDS = {"test": TEST_SEED, "val": TEST_SEED + 1}  # the fixed tasks of each split are drawn from these
 QUERY_POINTS = 100  # fresh query points per sine test task
 
-
-def build_model(config) -> nn.Module:
-    if config.task == "omniglot":
-        return Conv4(config.ways)
-    return MLP((1, *config.hidden, 1), config.init)
-
-
-def loss_function(task: str):
-    return F.cross_entropy if task == "omniglot" else F.mse_loss
+# Training hyper-parameters by algorithm when a family says nothing else: the MAML paper's sine protocol
+# (§5.1, App. C) for maml, fomaml and the pretrained baseline; Reptile's values were chosen on the sine
+# validation tasks (README).
+_SINE = dict(iterations=70_000, inner_lr=0.01, outer_lr=0.001, inner_steps=1, meta_batch_size=25,
+             shots=10, queries=10)
+GENERIC = {"maml": _SINE, "fomaml": _SINE, "pretrain": _SINE,
+           "reptile": dict(_SINE, outer_lr=1.0, inner_steps=10)}
 
 
-def metric_name(task: str) -> str:
-    return "accuracy" if task == "omniglot" else "mse"
+class Family:
+    """A family of tasks. Override ``sample``; the rest has defaults that fit small regression tasks
+    (the MLP 1-40-40-1, MSE, the sine protocol's hyper-parameters, 5-shot 10-step SGD at test)."""
+
+    name = "family"
+    metric = "mse"  # what evaluation reports: "mse", or "accuracy" (arg-max of the model's outputs)
+    higher_is_better = False
+    loss = staticmethod(F.mse_loss)
+
+    def model(self, config) -> nn.Module:
+        return MLP((1, *config.hidden, 1), config.init)
+
+    def sample(self, n: int, split: str, shots: int, queries: int, generator: torch.Generator,
+               device="cpu") -> Task:
+        raise NotImplementedError(f"{type(self).__name__}.sample: return a Task batch of n tasks")
+
+    def fixed_tasks(self, split: str, n: int, shots: int, queries: int | None = None, device="cpu") -> Task:
+        """The same ``n`` validation or test tasks on every run and device."""
+        generator = torch.Generator().manual_seed(SEEDS[split])
+        return self.sample(n, split, shots, queries or QUERY_POINTS, generator, device)
+
+    def configured(self, config) -> Family:
+        """This family for ``config`` (a family with options, such as Omniglot's ways, reads them here)."""
+        return self
+
+    def defaults(self, algo: str, ways: int) -> dict:
+        """Training hyper-parameters of ``algo`` on this family."""
+        return GENERIC[algo]
+
+    def protocol(self, algo: str, ways: int) -> dict:
+        """How a model trained with ``algo`` is fine-tuned at meta-test."""
+        return dict(shots=5, inner_lr=0.01, inner_steps=10, inner_optimizer="sgd")
+
+
+class Sinusoid(Family):
+    """Sine waves ``A sin(x − φ)``, A ~ U[0.1, 5], φ ~ U[0, π], x ~ U[−5, 5] (MAML paper §5.1)."""
+
+    name = "sinusoid"
+
+    def sample(self, n, split, shots, queries, generator, device="cpu"):
+        return sample_sine_tasks(n, shots, queries, generator, device)
+
+    def fixed_tasks(self, split, n, shots, queries=None, device="cpu"):
+        return sine_test_tasks(n, shots, queries or QUERY_POINTS, SEEDS[split], device)
+
+
+# Omniglot, MAML paper App. A.1 (5-way): inner lr 0.4 with the mean cross-entropy, 1 step at train, 3 at
+# test, meta-batch 32, 60k iterations. Reptile: the official Omniglot command (inner Adam, β1 = 0, lr 0.001,
+# 5 steps on 10 "train shots" per class, meta-batch 5, ε = 1 annealed to 0, 100k iterations; the inner
+# Adam's state carried from task to task as that code does). From WIDE_WAYS classes: MAML App. A.1 (5 inner
+# steps of α = 0.1 at train and test, meta-batch 16; the paper's number used with the mean cross-entropy)
+# and the Reptile code's 20-way command (inner Adam lr 0.0005, 10 iterations of batch 20, 200k iterations).
+WIDE_WAYS = 20
+_OMNIGLOT = dict(iterations=60_000, inner_lr=0.4, outer_lr=0.001, inner_steps=1, meta_batch_size=32,
+                 shots=1, queries=15)
+OMNIGLOT = {"maml": _OMNIGLOT, "fomaml": _OMNIGLOT, "pretrain": _OMNIGLOT,
+            "reptile": dict(iterations=100_000, inner_lr=0.001, outer_lr=1.0, inner_steps=5, meta_batch_size=5,
+                            shots=10, queries=5, inner_optimizer="adam", inner_batch=10, keep_inner_state=True)}
+_WIDE_MAML = dict(inner_lr=0.1, inner_steps=5, meta_batch_size=16)
+OMNIGLOT_WIDE = {"maml": _WIDE_MAML, "fomaml": _WIDE_MAML, "pretrain": _WIDE_MAML,
+                 "reptile": dict(iterations=200_000, inner_lr=0.0005, inner_steps=10, inner_batch=20)}
+OMNIGLOT_TEST = {"sgd": dict(shots=1, inner_lr=0.4, inner_steps=3, inner_optimizer="sgd"),
+                 "adam": dict(shots=1, inner_lr=0.001, inner_steps=50, inner_optimizer="adam")}
+OMNIGLOT_TEST_WIDE = {"sgd": dict(inner_lr=0.1, inner_steps=5), "adam": dict(inner_lr=0.0005)}
 
 
 @lru_cache(maxsize=4)
@@ -41,31 +118,67 @@ def _omniglot(data_dir, split: str):
     return data, split_classes(data, split)
 
 
-def omniglot_sampler(config, part: str, shots: int, queries: int, device):
+@lru_cache(maxsize=8)
+def _episodes(where: tuple, ways: int, shots: int, queries: int, device: str):
     from .episodes import EpisodeSampler
 
-    data, splits = _omniglot(config.data_dir, config.split)
-    return EpisodeSampler(data.images, splits[part], config.ways, shots, queries, rotate=True, device=device)
+    data_dir, character_split, split = where
+    data, splits = _omniglot(data_dir, character_split)
+    return EpisodeSampler(data.images, splits[split], ways, shots, queries, rotate=True, device=device)
 
 
-class TrainingTasks:
-    """Draws meta-training tasks of the configured family from a seeded CPU generator."""
+class Omniglot(Family):
+    """N-way K-shot character recognition on Omniglot: a random 90° rotation per class, labels
+    shuffled per task (MAML paper §5.2); the Conv4 of the paper; accuracy at test."""
 
-    def __init__(self, config, device):
-        self.config, self.device = config, device
-        if config.task == "omniglot":
-            self.sampler = omniglot_sampler(config, "train", config.shots, config.queries, device)
+    name = "omniglot"
+    metric = "accuracy"
+    higher_is_better = True
+    loss = staticmethod(F.cross_entropy)
 
-    def sample(self, n: int, generator: torch.Generator) -> Task:
-        if self.config.task == "omniglot":
-            return self.sampler.sample(n, generator)
-        return sample_sine_tasks(n, self.config.shots, self.config.queries, generator, self.device)
+    def __init__(self, ways: int = 5, data_dir=None, split: str = "maml", queries: int = 15):
+        self.ways, self.data_dir, self.split, self.queries = ways, data_dir, split, queries
+
+    def configured(self, config) -> Omniglot:
+        return Omniglot(config.ways, config.data_dir, config.split, config.queries or 15)
+
+    def model(self, config) -> nn.Module:
+        return Conv4(config.ways)
+
+    def sample(self, n, split, shots, queries, generator, device="cpu"):
+        where = (self.data_dir, self.split, split)
+        return _episodes(where, self.ways, shots, queries, str(device)).sample(n, generator)
+
+    def fixed_tasks(self, split, n, shots, queries=None, device="cpu"):
+        return super().fixed_tasks(split, n, shots, queries or self.queries, device)
+
+    def defaults(self, algo, ways):
+        return {**OMNIGLOT[algo], **(OMNIGLOT_WIDE[algo] if ways >= WIDE_WAYS else {})}
+
+    def protocol(self, algo, ways):
+        kind = "adam" if algo == "reptile" else "sgd"
+        return {**OMNIGLOT_TEST[kind], **(OMNIGLOT_TEST_WIDE[kind] if ways >= WIDE_WAYS else {})}
 
 
-def fixed_tasks(config, part: str, n: int, shots: int, device, queries: int | None = None) -> Task:
-    """The same ``n`` validation (``part="val"``) or test tasks on every run and device."""
-    seed = TEST_SEED if part == "test" else VAL_SEED
-    if config.task == "omniglot":
-        sampler = omniglot_sampler(config, part, shots, queries or config.queries, device)
-        return sampler.sample(n, torch.Generator().manual_seed(seed))
-    return sine_test_tasks(n, shots, queries or QUERY_POINTS, seed, device)
+REGISTRY: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Make ``family`` available by its name to ``Config(task=...)``, ``meta_train`` and the command line."""
+    if not isinstance(family, Family):
+        raise TypeError(f"register a Family instance (a subclass of mamlkit.families.Family), got {family!r}")
+    REGISTRY[family.name] = family
+    return family
+
+
+def get(task) -> Family:
+    """The family object for a registered name (a ``Family`` is returned as it is)."""
+    if isinstance(task, Family):
+        return task
+    if task not in REGISTRY:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(REGISTRY)} or register a Family")
+    return REGISTRY[task]
+
+
+register(Sinusoid())
+register(Omniglot())

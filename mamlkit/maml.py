@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .inner import InnerLoop
 from .params import Params, forward
-from .tasks import Task
+from .tasks import Task, as_batch
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -44,9 +45,7 @@ def adapt(model: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn: LossF
           inner_lr: float, inner_steps: int = 1, first_order: bool = False) -> Params:
     """``inner_steps`` inner updates on the same support set (meta-train and meta-test alike)."""
     check_hyper(inner_lr, inner_steps)
-    for _ in range(inner_steps):
-        params = inner_update(model, params, x, y, loss_fn, inner_lr, first_order)
-    return params
+    return InnerLoop.sgd(inner_lr, inner_steps, first_order).adapt(model, loss_fn, params, x, y)[0]
 
 
 def task_loss(model: nn.Module, params: Params, task: Task, loss_fn: LossFn, inner_lr: float,
@@ -66,10 +65,11 @@ def maml_loss(model: nn.Module, params: Params, tasks: Task | Iterable[Task], lo
     faster); the default per-task loop is the reference the notebooks teach.
     """
     check_hyper(inner_lr, inner_steps)
+    tasks = as_batch(tasks, "maml_loss")
     if batched:
         from .batched import batched_task_losses
 
-        return batched_task_losses(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order).mean()
+        return batched_task_losses(model, params, tasks, loss_fn, InnerLoop.sgd(inner_lr, inner_steps, first_order)).mean()
     losses = [task_loss(model, params, t, loss_fn, inner_lr, inner_steps, first_order) for t in tasks]
     if not losses:
         raise ValueError("maml_loss needs at least one task")
@@ -84,6 +84,7 @@ def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn
     The loop backpropagates task by task, so only one task's inner graph is alive at a time
     (the same gradient as ``maml_loss(...).backward()``, with the memory of one task).
     """
+    tasks = as_batch(tasks, "meta_backward")
     if batched:
         loss = maml_loss(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order, batched=True)
         (scale * loss).backward()

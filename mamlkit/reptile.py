@@ -13,49 +13,39 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import params as P
-from .adam import AdamState
-from .evaluation import trajectory
+from .inner import SGD, InnerLoop
 from .maml import LossFn, check_hyper
 from .params import Params, forward
-from .tasks import Task
-
-INNER_OPTIMIZERS = ("sgd", "adam")
+from .tasks import Task, as_batch
 
 
-def adapt_task(model: nn.Module, params: Params, task: Task, loss_fn: LossFn, inner_lr: float,
-               inner_steps: int, inner_optimizer: str = "sgd", inner_batch: int | None = None,
-               inner_state: AdamState | None = None) -> Params:
-    """φ_i: the parameters after k inner steps (SGD, or Adam with β1 = 0 as the Reptile paper) on the
-    task's support set, no graph kept; with ``inner_batch``, on consecutive blocks of it
-    (order them with ``minibatch_order`` first). With ``inner_state``, Adam continues from it and
-    leaves it at the state after these steps (the Reptile code: only the weights are reset per task)."""
-    if inner_optimizer not in INNER_OPTIMIZERS:
-        raise ValueError(f"unknown inner optimizer {inner_optimizer!r}; choose one of {INNER_OPTIMIZERS}")
-    *_, phi = trajectory(model, params, task.x_support, task.y_support, loss_fn, inner_lr, inner_steps,
-                         inner_optimizer, inner_batch, inner_state)
-    return phi
+def adapt_task(model: nn.Module, params: Params, task: Task, loss_fn: LossFn, loop: InnerLoop, state=None):
+    """φ_i and the inner optimizer's state after ``loop`` on the task's support set, no graph kept
+    (with ``loop.batch``, on consecutive blocks of it: order them with ``minibatch_order`` first).
+    ``state`` continues a kept inner state (the Reptile code resets only the weights per task)."""
+    return loop.adapt(model, loss_fn, params, task.x_support, task.y_support, state, graph=False)
 
 
-def mean_adapted(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
-                 inner_steps: int, inner_optimizer: str = "sgd", batched: bool = False,
-                 inner_batch: int | None = None, inner_state: AdamState | None = None) -> Params:
-    """mean_i φ_i over the tasks of a batch (no graph kept).
+def mean_adapted(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, loop: InnerLoop, state=None,
+                 batched: bool = False):
+    """mean_i φ_i over a batch of tasks (no graph kept) and the inner optimizer's state after them.
 
-    ``inner_state`` (Adam): the per-task loop runs the tasks one after another, each continuing from the
-    state the previous one left (exactly the Reptile code); ``batched=True`` starts every task from it and
-    leaves the tasks' mean state (see ``batched.adapt_batched``)."""
-    check_hyper(inner_lr, inner_steps)
-    if inner_optimizer not in INNER_OPTIMIZERS:
-        raise ValueError(f"unknown inner optimizer {inner_optimizer!r}; choose one of {INNER_OPTIMIZERS}")
+    With ``state`` (Adam) the per-task loop runs the tasks one after another, each continuing from the
+    state the previous one left (exactly the Reptile code); ``batched=True`` starts every task from it
+    and returns the tasks' mean state (see ``batched.adapt_batched``)."""
+    tasks = as_batch(tasks, "mean_adapted")
     if batched and isinstance(tasks, Task):
         from .batched import adapt_batched
 
-        phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, loss_fn, inner_lr,
-                             inner_steps, first_order=True, inner_optimizer=inner_optimizer, inner_batch=inner_batch,
-                             inner_state=inner_state)
-        return {k: v.detach().mean(0) for k, v in phis.items()}
-    return P.mean([adapt_task(model, params, t, loss_fn, inner_lr, inner_steps, inner_optimizer, inner_batch,
-                              inner_state) for t in tasks])
+        phis, end = adapt_batched(model, loss_fn, P.detach(params), tasks.x_support, tasks.y_support,
+                                  replace(loop, first_order=True), state)
+        return {k: v.detach().mean(0) for k, v in phis.items()}, end if state is not None else None
+    phis, kept = [], state
+    for task in tasks:
+        phi, end = adapt_task(model, params, task, loss_fn, loop, kept)
+        kept = end if state is not None else None  # without a kept state every task starts afresh
+        phis.append(phi)
+    return P.mean(phis), kept
 
 
 def minibatch_order(tasks: Task, inner_batch: int, inner_steps: int, generator: torch.Generator) -> Task:
@@ -75,19 +65,19 @@ def minibatch_order(tasks: Task, inner_batch: int, inner_steps: int, generator: 
     return replace(tasks, x_support=tasks.x_support[rows, order], y_support=tasks.y_support[rows, order])
 
 
-def reptile_step(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
-                 inner_steps: int, outer_lr: float, inner_optimizer: str = "sgd",
-                 batched: bool = False, inner_batch: int | None = None,
-                 inner_state: AdamState | None = None) -> Params:
+def reptile_step(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner: InnerLoop | float,
+                 inner_steps: int | None = None, outer_lr: float = 1.0, batched: bool = False) -> Params:
     """One Reptile outer step; returns the new meta-parameters ``θ + ε (mean_i φ_i − θ)``.
 
-    ``outer_lr`` is ε (anneal it linearly to 0 by passing a smaller value each step); ``inner_state``
-    as in ``mean_adapted``.
+    ``inner`` is the inner loop, or α for ``inner_steps`` SGD steps; ``outer_lr`` is ε (anneal it
+    linearly to 0 by passing a smaller value each step).
     """
     if not 0 <= outer_lr:
         raise ValueError(f"outer_lr (epsilon) must be >= 0, got {outer_lr}")
-    mean_phi = mean_adapted(model, params, tasks, loss_fn, inner_lr, inner_steps, inner_optimizer, batched,
-                            inner_batch, inner_state)
+    if not isinstance(inner, InnerLoop):
+        check_hyper(inner, inner_steps)
+        inner = InnerLoop.sgd(inner, inner_steps)
+    mean_phi, _ = mean_adapted(model, params, tasks, loss_fn, inner, batched=batched)
     with torch.no_grad():
         return P.lerp(P.detach(params), mean_phi, outer_lr)
 
@@ -99,8 +89,8 @@ def joint_step(model: nn.Module, params: Params, tasks: Task, lr: float, steps: 
     for _ in range(steps):
         params = P.detach(params, requires_grad=True)
         loss = torch.stack([loss_fn(forward(model, params, t.x_support), t.y_support) for t in tasks]).mean()
-        grads = torch.autograd.grad(loss, list(params.values()))
-        params = {k: (v - lr * g).detach() for (k, v), g in zip(params.items(), grads)}
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+        params = P.detach(SGD(lr).update(params, grads)[0])
     return params
 
 

@@ -16,15 +16,16 @@ AMPLITUDE = (0.1, 5.0)
 PHASE = (0.0, math.pi)
 X_RANGE = (-5.0, 5.0)
 TEST_SEED = 20170309  # the MAML arXiv date; the 600 test tasks are drawn from it
-TASK_NAMES = ("sinusoid", "omniglot")
 
 
 @dataclass(frozen=True)
 class Task:
-    """One task, or a batch of tasks when every tensor has a leading task dimension.
+    """A batch of tasks (every tensor has a leading task dimension), or one task (``single=True``).
 
-    ``tasks[i]`` is one task of a batch, ``for task in tasks`` loops over them, ``len(tasks)``
-    counts them. ``info`` holds what generated each task (sine waves: amplitude and phase).
+    ``tasks[i]`` is one task of a batch, ``tasks[i:j]`` a smaller batch, ``for task in tasks`` loops
+    over them, ``len(tasks)`` counts them. A single task has no length (``len`` would count its
+    examples): functions that take a batch refuse it, ``task.as_batch()`` makes it a batch of one.
+    ``info`` holds what generated each task (sine waves: amplitude and phase).
     """
 
     x_support: Tensor
@@ -32,25 +33,42 @@ class Task:
     x_query: Tensor
     y_query: Tensor
     info: Tensor | None = None
+    single: bool = False
 
     def tensors(self) -> tuple:
         return (self.x_support, self.y_support, self.x_query, self.y_query, self.info)
 
+    def _map(self, fn, single: bool) -> Task:
+        return Task(*(None if t is None else fn(t) for t in self.tensors()), single=single)
+
     def __len__(self) -> int:
+        if self.single:
+            raise TypeError("a single task is not a batch of tasks: use task.as_batch() for a batch of one")
         return self.x_support.shape[0]
 
     def __getitem__(self, i) -> Task:
-        return Task(*(None if t is None else t[i] for t in self.tensors()))
+        if self.single:
+            raise TypeError("a single task cannot be indexed by task: it is not a batch")
+        return self._map(lambda t: t[i], single=not isinstance(i, slice))
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
+    def as_batch(self) -> Task:
+        """This task as a batch of one (a batch is returned unchanged)."""
+        return self._map(lambda t: t[None], single=False) if self.single else self
+
     def to(self, device=None, dtype=None) -> Task:
         def move(t):
-            if t is None:
-                return None
             return t.to(device, dtype) if t.is_floating_point() else t.to(device)
-        return Task(*(move(t) for t in self.tensors()))
+        return self._map(move, self.single)
+
+
+def as_batch(tasks, who: str):
+    """``tasks`` if it is a batch of tasks (or a list of tasks); a single task is refused with one line."""
+    if isinstance(tasks, Task) and tasks.single:
+        raise ValueError(f"{who} takes a batch of tasks, got a single task: pass tasks[i:i+1] or task.as_batch()")
+    return tasks
 
 
 def _check_counts(shots: int, queries: int) -> None:
@@ -107,10 +125,3 @@ def sine_test_tasks(n: int = 600, shots: int = 5, queries: int = 100, seed: int 
 def sine_grid(n: int = 200, device="cpu") -> Tensor:
     """Evenly spaced inputs over the task range, shape (n, 1), for plotting curves."""
     return torch.linspace(*X_RANGE, n, device=device).reshape(-1, 1)
-
-
-def step_batch(x: Tensor, y: Tensor, step: int, inner_batch: int | None) -> tuple[Tensor, Tensor]:
-    """The examples inner step ``step`` trains on: all of them, or the ``step``-th block of ``inner_batch``."""
-    if inner_batch is None:
-        return x, y
-    return x[step * inner_batch: (step + 1) * inner_batch], y[step * inner_batch: (step + 1) * inner_batch]

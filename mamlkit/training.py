@@ -1,5 +1,5 @@
-"""Meta-training for MAML, First-Order MAML, Reptile and the pretrained baseline (one loop, the
-algorithm chosen by name), with checkpoints that resume exactly.
+"""Meta-training for MAML, First-Order MAML, Reptile and the pretrained baseline on any task family
+(one loop, the algorithm chosen by name), with checkpoints that resume exactly.
 
 Introduced in notebook 04_maml.
 """
@@ -7,32 +7,23 @@ Introduced in notebook 04_maml.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import distributed, maml, reptile
+from . import distributed, families, maml, reptile
 from . import params as P
-from .adam import AdamState
 from .batched import check_batchable, prefer_batched
-from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (load_checkpoint is API)
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, eval_protocol
-from .evaluation import EvalResult, evaluate  # noqa: F401  (part of this module's API)
-from .families import VAL_SEED, TrainingTasks, build_model, fixed_tasks, loss_function, metric_name  # noqa: F401
+from .evaluation import EvalResult, Protocol, evaluate
+from .inner import AdamState, InnerLoop, by_name
 from .tasks import Task
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-
-
-def shipped_checkpoint(algo: str, task: str = "sinusoid") -> Path:
-    """Path of a checkpoint shipped in ``data/`` (made by the command in ``data/README.md``)."""
-    path = DATA_DIR / f"{task}-{algo}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run the command in data/README.md to re-create it")
-    return path
+LOG_EVERY = 100  # iterations per line of history (the mean training loss over them)
 
 
 class TrainingDiverged(RuntimeError):
@@ -76,8 +67,12 @@ class Run:
     optimizer: torch.optim.Optimizer | None
     generator: torch.Generator
     iteration: int = 0
-    history: dict = field(default_factory=lambda: {"iteration": [], "train_loss": [], "val_loss": []})
+    history: dict = field(default_factory=lambda: {"iteration": [], "train_loss": [], "val_metric": []})
     inner_state: AdamState | None = None  # Reptile's inner Adam state, when kept across tasks
+
+    @property
+    def family(self) -> families.Family:
+        return families.get(self.config.task).configured(self.config)
 
     def state(self) -> dict:
         return {
@@ -91,22 +86,24 @@ class Run:
         }
 
 
-def new_run(config: Config, device="cpu") -> Run:
+def new_run(config: Config, device="cpu", model: nn.Module | None = None) -> Run:
+    """A fresh run; ``model`` replaces the family's default model (any ``nn.Module``)."""
     config = config.resolved()
     torch.manual_seed(config.seed)
-    model = build_model(config).to(device)
+    family = families.get(config.task).configured(config)
+    model = (family.model(config) if model is None else model).to(device)
     optimizer = None if config.algo == "reptile" else torch.optim.Adam(model.parameters(), lr=config.outer_lr)
     inner_state = AdamState.zeros(P.get_params(model)) if config.keep_inner_state else None
     return Run(config, model, optimizer, torch.Generator().manual_seed(config.seed), inner_state=inner_state)
 
 
-def load_run(path, device="cpu", iterations: int | None = None) -> Run:
+def load_run(path, device="cpu", iterations: int | None = None, model: nn.Module | None = None) -> Run:
     """Rebuild a run from a checkpoint (optionally extending its number of iterations)."""
     state = load_checkpoint(path)  # on the CPU: RNG states must stay CPU tensors; the model moves below
     config = Config.from_dict(state["config"])
     if iterations is not None:
-        config = Config.from_dict({**config.to_dict(), "iterations": iterations})
-    run = new_run(config, device)
+        config = replace(config, iterations=iterations)
+    run = new_run(config, device, model)
     run.model.load_state_dict(state["model"])
     if run.optimizer is not None:
         run.optimizer.load_state_dict(state["optimizer"])
@@ -129,25 +126,17 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
     Under ``torchrun`` each process takes its share of ``tasks`` and the results are summed.
     """
     cfg, model = run.config, run.model
-    params, loss_fn = P.get_params(model), loss_function(cfg.task)
+    params, loss_fn = P.get_params(model), run.family.loss
     if cfg.inner_batch is not None:  # Reptile's mini-batches: drawn for all tasks, before sharding
         tasks = reptile.minibatch_order(tasks, cfg.inner_batch, cfg.inner_steps, run.generator)
     mine, weight = distributed.shard(tasks)
     if cfg.algo == "reptile":
         eps = cfg.outer_lr * (1 - run.iteration / cfg.iterations) if cfg.anneal else cfg.outer_lr
-        state = run.inner_state
-        step0 = 0 if state is None else state.step
-        mean_phi = reptile.mean_adapted(model, params, mine, loss_fn, cfg.inner_lr, cfg.inner_steps,
-                                        cfg.inner_optimizer, batched, cfg.inner_batch, state)
-        if weight != 1.0:
-            mean_phi = {k: v * weight for k, v in mean_phi.items()}
-            distributed.all_reduce_(mean_phi.values())
-            if state is not None:  # each process ran its share in sequence: average their states
-                moments = [*state.exp_avg.values(), *state.exp_avg_sq.values()]
-                for t in moments:
-                    t.mul_(weight)
-                distributed.all_reduce_(moments)
-                state.step = step0 + cfg.inner_steps * (1 if batched else len(tasks))
+        loop = InnerLoop(by_name(cfg.inner_optimizer, cfg.inner_lr), cfg.inner_steps, True, cfg.inner_batch)
+        step = (0 if run.inner_state is None else run.inner_state.step) + cfg.inner_steps * (1 if batched else len(tasks))
+        mean_phi, state = reptile.mean_adapted(model, params, mine, loss_fn, loop, run.inner_state, batched)
+        mean_phi, state = distributed.combine_reptile(mean_phi, state, weight, step)
+        run.inner_state = state if cfg.keep_inner_state else None
         new = P.lerp(P.detach(params), mean_phi, eps)  # θ + ε (mean_i φ_i − θ)
         move = P.norm(P.sub(new, params)).detach()  # NaN if the step diverged
         reptile.apply_params(params, new)
@@ -164,48 +153,49 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
     return distributed.reduce_mean(loss.detach(), weight)
 
 
-def validate(run: Run, tasks: Task) -> float:
-    """Query MSE (or accuracy) on the fixed validation tasks after the test protocol's fine-tuning."""
+def evaluate_run(run: Run, tasks: Task, transductive: bool = True, report=None, **overrides) -> EvalResult:
+    """The test protocol of ``run`` on ``tasks``: fine-tune as the paper does at meta-test (``overrides``:
+    ``inner_lr``, ``inner_steps``, ``inner_optimizer``) and score. A Reptile run that kept its inner Adam
+    state fine-tunes every task from that state."""
     cfg = run.config
-    protocol = eval_protocol(cfg.task, cfg.algo, cfg.ways)
-    result = evaluate(run.model, P.get_params(run.model), tasks, loss_function(cfg.task), protocol["inner_lr"],
-                      protocol["inner_steps"], metric_name(cfg.task), inner_optimizer=protocol["inner_optimizer"],
-                      inner_state=_test_state(run, protocol))
-    return float(result.mean[-1])
+    protocol = {**eval_protocol(cfg.task, cfg.algo, cfg.ways), **{k: v for k, v in overrides.items() if v is not None}}
+    loop = InnerLoop(by_name(protocol["inner_optimizer"], protocol["inner_lr"]), protocol["inner_steps"])
+    state = run.inner_state if protocol["inner_optimizer"] == "adam" else None
+    return evaluate(run.model, P.get_params(run.model), tasks, run.family.loss,
+                    Protocol(loop, report=report, transductive=transductive), run.family.metric, state)
 
 
-def _test_state(run: Run, protocol: dict) -> AdamState | None:
-    """The kept inner Adam state, where the test protocol fine-tunes with Adam (else ``None``)."""
-    return run.inner_state if protocol["inner_optimizer"] == "adam" else None
-
-
-def meta_train(config: Config, out=None, device="cpu", resume: bool = False, progress: bool = True,
-               log_every: int = 100, max_minutes: float | None = None) -> Run:
-    """Train with ``config``; checkpoint to ``out`` every ``checkpoint_every`` iterations.
+def meta_train(config: Config, out=None, device="cpu", resume: bool = False, model: nn.Module | None = None,
+               progress: bool = True, max_minutes: float | None = None) -> Run:
+    """Train with ``config`` (its ``task``: a registered family's name, or a ``Family``) and checkpoint to
+    ``out`` every ``checkpoint_every`` iterations; ``model`` replaces the family's default model.
 
     With ``resume=True`` and an existing ``out``, continue from it: the result equals an
     uninterrupted run. A non-finite loss raises ``TrainingDiverged`` before anything is saved.
     ``max_minutes`` stops early (checkpointed, resumable) once that much wall time has passed.
     """
+    if isinstance(config.task, families.Family):
+        config = replace(config, task=families.register(config.task).name)
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     device = resolve_device(device)
     config = config.resolved()
     resuming = resume and out is not None and Path(out).exists()
-    run = load_run(out, device, config.iterations) if resuming else new_run(config, device)
-    cfg = run.config
+    run = load_run(out, device, config.iterations, model) if resuming else new_run(config, device, model)
+    cfg, family = run.config, run.family
     batched = use_batched(cfg, run.model)
-    source = TrainingTasks(cfg, device)
-    val_tasks = fixed_tasks(cfg, "val", cfg.val_tasks, eval_protocol(cfg.task, cfg.algo, cfg.ways)["shots"], device)
+    val_tasks = family.fixed_tasks("val", cfg.val_tasks, eval_protocol(cfg.task, cfg.algo, cfg.ways)["shots"],
+                                   device=device)
     losses: list[Tensor] = []
     bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not (progress and distributed.is_main()),
                desc=cfg.algo)
     while run.iteration < cfg.iterations:
-        losses.append(outer_step(run, source.sample(cfg.meta_batch_size, run.generator), batched))
+        tasks = family.sample(cfg.meta_batch_size, "train", cfg.shots, cfg.queries, run.generator, device)
+        losses.append(outer_step(run, tasks, batched))
         run.iteration += 1
         bar.update(1)
         done = run.iteration == cfg.iterations or (
             deadline is not None and distributed.any_true(time.monotonic() > deadline))
-        if len(losses) == log_every or done or run.iteration % cfg.checkpoint_every == 0:
+        if len(losses) == LOG_EVERY or done or run.iteration % cfg.checkpoint_every == 0:
             _log(run, torch.stack(losses), val_tasks, done, bar)
             losses = []
         if out is not None and distributed.is_main() and (done or run.iteration % cfg.checkpoint_every == 0):
@@ -224,37 +214,33 @@ def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
         raise TrainingDiverged(
             f"training diverged at iteration {it}: the loss became non-finite. Lower --inner-lr "
             f"(now {cfg.inner_lr}) or --outer-lr (now {cfg.outer_lr}); the last checkpoint was kept")
-    run.history["iteration"].append(run.iteration)
-    run.history["train_loss"].append(float(losses.mean()))
-    val = validate(run, val_tasks) if run.iteration % cfg.val_every == 0 or done else float("nan")
-    run.history["val_loss"].append(val)  # the validation metric: MSE, or accuracy for omniglot
-    last_val = next((v for v in reversed(run.history["val_loss"]) if v == v), val)  # the latest measured
-    bar.set_postfix(loss=f"{run.history['train_loss'][-1]:.3f}", val=f"{last_val:.3f}")
+    history = run.history
+    history["iteration"].append(run.iteration)
+    history["train_loss"].append(float(losses.mean()))
+    validated = run.iteration % cfg.val_every == 0 or done
+    history["val_metric"].append(float(evaluate_run(run, val_tasks).mean[-1]) if validated else float("nan"))
+    last = next((v for v in reversed(history["val_metric"]) if v == v), float("nan"))  # the latest measured
+    bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", val=f"{last:.3f}")
 
 
-def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, transductive: bool = True,
-                        report=None, **protocol) -> dict:
-    """The test protocol on a saved model: fixed test tasks, fine-tune, mean ± 95% CI per step.
+def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, **options) -> dict:
+    """The test protocol on a saved model: fixed test tasks, fine-tune, mean ± 95% CI per scored step.
 
-    ``protocol`` overrides ``shots``, ``inner_lr``, ``inner_steps`` or ``inner_optimizer``. A Reptile
-    run that kept its inner Adam state fine-tunes every test task from that state. ``transductive=False``
-    scores each query on its own with the support set (``evaluation.predict``). ``report``: the steps to
-    score (default all); ``mean``, ``ci95``, ``median`` and ``diverged`` follow ``scored``.
+    ``options``: ``shots``, ``inner_lr``, ``inner_steps``, ``inner_optimizer`` override the protocol;
+    ``transductive`` and ``report`` as in ``evaluate_run``. ``mean``, ``ci95``, ``median`` and
+    ``diverged`` follow ``scored``.
     """
     device = resolve_device(device)
     run = load_run(path, device)
-    model, config = run.model, run.config
     if data_dir is not None:
-        config = Config.from_dict({**config.to_dict(), "data_dir": str(data_dir)})
-    chosen = {k: v for k, v in protocol.items() if v is not None}
-    protocol = {**eval_protocol(config.task, config.algo, config.ways), **chosen}
-    tasks = fixed_tasks(config, "test", n_tasks, protocol["shots"], device)
-    result = evaluate(model, P.get_params(model), tasks, loss_function(config.task), protocol["inner_lr"],
-                      protocol["inner_steps"], metric_name(config.task), inner_optimizer=protocol["inner_optimizer"],
-                      inner_state=_test_state(run, protocol), transductive=transductive, report=report)
-    return {"checkpoint": str(path), "algo": config.algo, "task": config.task, "metric": result.metric,
-            "ways": config.ways if config.task == "omniglot" else None,
-            "protocol": {**protocol, "transductive": transductive}, "scored": result.steps,
-            "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95],
+        run.config = replace(run.config, data_dir=str(data_dir))
+    cfg, transductive, report = run.config, options.pop("transductive", True), options.pop("report", None)
+    protocol = {**eval_protocol(cfg.task, cfg.algo, cfg.ways), **{k: v for k, v in options.items() if v is not None}}
+    tasks = run.family.fixed_tasks("test", n_tasks, protocol["shots"], device=device)
+    result = evaluate_run(run, tasks, transductive, report, **{k: v for k, v in protocol.items() if k != "shots"})
+    return {"checkpoint": str(path), "algo": cfg.algo, "task": cfg.task, "metric": result.metric,
+            "ways": cfg.ways if cfg.task == "omniglot" else None,
+            "protocol": {**protocol, "transductive": transductive},
+            "scored": result.steps, "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95],
             "median": [float(v) for v in result.per_task.nanmedian(0).values],
             "diverged": [int(v) for v in (~torch.isfinite(result.per_task)).sum(0)], "tasks": n_tasks}

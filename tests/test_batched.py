@@ -10,6 +10,7 @@ from torch import nn
 from mamlkit import maml, reptile
 from mamlkit import params as P
 from mamlkit.batched import adapt_batched
+from mamlkit.inner import InnerLoop, by_name
 from mamlkit.models import BatchNorm, Conv4
 from mamlkit.tasks import Task
 
@@ -24,6 +25,11 @@ def conv_tasks(device, n=3, ways=3, shots=2, queries=2, size=8, seed=0):
 def small_conv4(device, ways=3):
     torch.manual_seed(0)
     return Conv4(ways=ways, channels=4, image_size=8).double().to(device)
+
+
+def loop(lr, steps, optimizer="sgd", batch=None):
+    """The inner loop Reptile and evaluation run: first order, SGD or Adam (β1 = 0), optionally mini-batched."""
+    return InnerLoop(by_name(optimizer, lr), steps, True, batch)
 
 
 def flat_grad(loss, params):
@@ -90,13 +96,13 @@ def test_conv4_batched_reptile_equals_loop(device, inner_optimizer, inner_batch)
     if inner_batch:  # the Reptile code's mini-batches: 3 steps of 2 of the 9 support images
         tasks = reptile.minibatch_order(tasks, inner_batch, 3, torch.Generator().manual_seed(1))
     params = P.get_params(model)
-    args = (model, params, tasks, F.cross_entropy, 0.1 if inner_optimizer == "sgd" else 0.01, 3, 0.5, inner_optimizer)
-    loop = reptile.reptile_step(*args, inner_batch=inner_batch)
-    batched = reptile.reptile_step(*args, batched=True, inner_batch=inner_batch)
+    inner = loop(0.1 if inner_optimizer == "sgd" else 0.01, 3, inner_optimizer, inner_batch)
+    in_loop = reptile.reptile_step(model, params, tasks, F.cross_entropy, inner, outer_lr=0.5)
+    batched = reptile.reptile_step(model, params, tasks, F.cross_entropy, inner, outer_lr=0.5, batched=True)
     # a conv bias before BatchNorm has gradient 0 up to rounding, and Adam divides it by √v: ~1e-10 differences
     tol = dict(rtol=1e-10, atol=1e-12) if inner_optimizer == "sgd" else dict(rtol=1e-8, atol=1e-9)
-    for k in loop:
-        torch.testing.assert_close(batched[k], loop[k], **tol)
+    for k in in_loop:
+        torch.testing.assert_close(batched[k], in_loop[k], **tol)
     assert P.norm(P.sub(batched, params)) > 1e-3
 
 
@@ -112,22 +118,21 @@ def test_batched_is_the_default_where_it_is_faster(device):
 def test_conv4_batched_reptile_with_kept_inner_state(device):
     """Batched, every task starts from the kept Adam state and the state becomes the tasks' mean:
     each task's φ equals the loop's from a copy of the same state."""
-    from mamlkit.adam import AdamState
-    from mamlkit.evaluation import trajectory
+    from mamlkit.inner import AdamState
 
     model = small_conv4(device)
     tasks = reptile.minibatch_order(conv_tasks(device, shots=3), 2, 3, torch.Generator().manual_seed(1))
     params = P.get_params(model)
-    state = AdamState.zeros(params)
-    reptile.mean_adapted(model, params, tasks[:1], F.cross_entropy, 0.01, 2, "adam", inner_batch=2, inner_state=state)
+    _, state = reptile.mean_adapted(model, params, tasks[:1], F.cross_entropy, loop(0.01, 2, "adam", 2),
+                                    AdamState.zeros(params))
     assert state.step == 2 and state.exp_avg_sq["0.weight"].abs().sum() > 0  # a non-trivial state
-    batched_state = state.clone()
-    phis = adapt_batched(model, P.detach(params), tasks.x_support, tasks.y_support, F.cross_entropy, 0.01, 3,
-                         inner_optimizer="adam", inner_batch=2, inner_state=batched_state)
-    loop_states = [state.clone() for _ in range(len(tasks))]
+    inner = loop(0.01, 3, "adam", 2)
+    phis, batched_state = adapt_batched(model, F.cross_entropy, P.detach(params), tasks.x_support, tasks.y_support,
+                                        inner, state)
+    loop_states = []
     for i, task in enumerate(tasks):
-        *_, phi = trajectory(model, params, task.x_support, task.y_support, F.cross_entropy, 0.01, 3, "adam", 2,
-                             loop_states[i])
+        phi, end = inner.adapt(model, F.cross_entropy, params, task.x_support, task.y_support, state, graph=False)
+        loop_states.append(end)
         for k in phi:
             torch.testing.assert_close(phis[k][i], phi[k], rtol=1e-8, atol=1e-9)
     assert batched_state.step == state.step + 3
@@ -139,7 +144,7 @@ def test_conv4_batched_reptile_with_kept_inner_state(device):
 def test_non_transductive_scores_each_query_with_the_support_set(device):
     """Each query alone in a batch with the support set (BatchNorm statistics of those); the batched
     evaluation equals the loop; transductive and not differ only where batch statistics are used."""
-    from mamlkit.evaluation import evaluate, predict
+    from mamlkit.evaluation import Protocol, evaluate, predict
     from mamlkit.models import MLP
 
     model, tasks = small_conv4(device), conv_tasks(device, shots=2, queries=3)
@@ -148,10 +153,10 @@ def test_non_transductive_scores_each_query_with_the_support_set(device):
     for j, q in enumerate(task.x_query):
         torch.testing.assert_close(alone[j], model(torch.cat([task.x_support, q[None]]))[-1], rtol=1e-12, atol=1e-12)
     assert not torch.allclose(alone, predict(model, params, task.x_support, task.x_query), atol=1e-6)
-    kw = dict(inner_lr=0.1, inner_steps=2, metric="accuracy", transductive=False)
-    loop = evaluate(model, params, tasks, F.cross_entropy, batched=False, **kw)
-    batched = evaluate(model, params, tasks, F.cross_entropy, batched=True, **kw)
-    torch.testing.assert_close(batched.per_task, loop.per_task)
+    protocol = Protocol.sgd(0.1, 2, transductive=False)
+    in_loop = evaluate(model, params, tasks, F.cross_entropy, protocol, "accuracy", batched=False)
+    batched = evaluate(model, params, tasks, F.cross_entropy, protocol, "accuracy", batched=True)
+    torch.testing.assert_close(batched.per_task, in_loop.per_task)
     mlp = MLP().double().to(device)
     x = torch.rand(7, 1, dtype=torch.float64, device=device)
     torch.testing.assert_close(predict(mlp, P.get_params(mlp), x[:3], x[3:], False), mlp(x[3:]))

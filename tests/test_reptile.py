@@ -3,9 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from test_batched import loop
 
 from mamlkit import maml, reptile
 from mamlkit import params as P
+from mamlkit.inner import AdamState
 from mamlkit.models import MLP
 from mamlkit.tasks import sample_sine_tasks
 
@@ -25,15 +27,15 @@ def close(a, b, **kw):
 @pytest.mark.parametrize("inner_optimizer", ["sgd", "adam"])
 def test_zero_outer_lr_changes_nothing(device, inner_optimizer):
     model, params, tasks = setup(device)
-    new = reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 3, 0.0, inner_optimizer)
+    new = reptile.reptile_step(model, params, tasks, F.mse_loss, loop(0.05, 3, inner_optimizer), outer_lr=0.0)
     close(new, params, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("inner_optimizer", ["sgd", "adam"])
 def test_one_task_with_outer_lr_one_lands_on_phi(device, inner_optimizer):
     model, params, tasks = setup(device, n=1)
-    phi = reptile.adapt_task(model, params, tasks[0], F.mse_loss, 0.05, 3, inner_optimizer)
-    new = reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 3, 1.0, inner_optimizer)
+    phi, _ = reptile.adapt_task(model, params, tasks[0], F.mse_loss, loop(0.05, 3, inner_optimizer))
+    new = reptile.reptile_step(model, params, tasks, F.mse_loss, loop(0.05, 3, inner_optimizer), outer_lr=1.0)
     close(new, phi, rtol=1e-14, atol=1e-14)
     assert P.norm(P.sub(phi, params)) > 1e-3  # φ really moved
 
@@ -72,7 +74,7 @@ def test_batched_reptile_equals_loop(device):
 
 def test_adam_inner_loop_matches_torch_adam(device):
     model, params, tasks = setup(device, n=1)
-    phi = reptile.adapt_task(model, params, tasks[0], F.mse_loss, 0.01, 4, "adam")
+    phi, _ = reptile.adapt_task(model, params, tasks[0], F.mse_loss, loop(0.01, 4, "adam"))
     copy = MLP((1, 8, 8, 1), init="torch").double().to(device)
     copy.load_state_dict({k: v.detach() for k, v in params.items()})
     opt = torch.optim.Adam(copy.parameters(), lr=0.01, betas=(0.0, 0.999))
@@ -93,7 +95,7 @@ def test_reptile_does_not_touch_the_input_params(device):
 def test_bad_reptile_input():
     model, params, tasks = setup("cpu")
     with pytest.raises(ValueError, match="inner optimizer"):
-        reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 1, 1.0, "rmsprop")
+        reptile.reptile_step(model, params, tasks, F.mse_loss, loop(0.05, 1, "rmsprop"), outer_lr=1.0)
     with pytest.raises(ValueError, match="outer_lr"):
         reptile.reptile_step(model, params, tasks, F.mse_loss, 0.05, 1, -1.0)
     with pytest.raises(ValueError, match="inner_steps"):
@@ -105,9 +107,10 @@ def test_bad_reptile_input():
 def test_batched_adam_inner_loop_equals_the_loop(device):
     """Reptile's Adam inner loop under vmap equals torch.optim.Adam task by task."""
     model, params, tasks = setup(device, n=4)
-    loop = reptile.reptile_step(model, params, tasks, F.mse_loss, 0.01, 4, 0.7, "adam", batched=False)
-    batched = reptile.reptile_step(model, params, tasks, F.mse_loss, 0.01, 4, 0.7, "adam", batched=True)
-    close(batched, loop, rtol=1e-10, atol=1e-12)
+    adam = loop(0.01, 4, "adam")
+    in_loop = reptile.reptile_step(model, params, tasks, F.mse_loss, adam, outer_lr=0.7, batched=False)
+    batched = reptile.reptile_step(model, params, tasks, F.mse_loss, adam, outer_lr=0.7, batched=True)
+    close(batched, in_loop, rtol=1e-10, atol=1e-12)
     assert P.norm(P.sub(batched, params)) > 1e-3
 
 
@@ -130,13 +133,13 @@ def test_minibatch_order_uses_every_example_once_before_reusing_any(device):
 def test_inner_batch_steps_on_consecutive_blocks(device):
     model, params, tasks = setup(device, n=1)
     task = tasks[0]
-    phi = reptile.adapt_task(model, params, task, F.mse_loss, 0.05, 3, inner_batch=2)
+    phi, _ = reptile.adapt_task(model, params, task, F.mse_loss, loop(0.05, 3, batch=2))
     expected = params
     for s in range(3):
         x, y = task.x_support[2 * s: 2 * s + 2], task.y_support[2 * s: 2 * s + 2]
         expected = P.detach(maml.inner_update(model, P.detach(expected, requires_grad=True), x, y, F.mse_loss, 0.05))
     close(phi, expected, rtol=1e-12, atol=1e-12)
-    full = reptile.adapt_task(model, params, task, F.mse_loss, 0.05, 3)
+    full, _ = reptile.adapt_task(model, params, task, F.mse_loss, loop(0.05, 3))
     assert not torch.allclose(full["0.weight"], phi["0.weight"])
 
 
@@ -179,8 +182,6 @@ def test_kept_inner_adam_state_is_the_reptile_code(device):
     to the next, exactly as the Reptile code; a fresh Adam per task gives a different result."""
     from test_batched import conv_tasks, small_conv4
 
-    from mamlkit.adam import AdamState
-
     g = torch.Generator().manual_seed(3)
     iterations = [reptile.minibatch_order(conv_tasks(device, n=3, shots=4, seed=i), 3, 3, g) for i in range(2)]
     model = small_conv4(device)
@@ -188,12 +189,12 @@ def test_kept_inner_adam_state_is_the_reptile_code(device):
     start = P.detach(params)
     state = AdamState.zeros(params)
     theta = start
-    for tasks in iterations:
-        theta = reptile.reptile_step(model, theta, tasks, F.cross_entropy, 0.01, 3, 0.5, "adam", inner_batch=3,
-                                     inner_state=state)
+    for tasks in iterations:  # what training does with a kept state: mean φ, then θ + ε (mean φ − θ)
+        mean_phi, state = reptile.mean_adapted(model, theta, tasks, F.cross_entropy, loop(0.01, 3, "adam", 3), state)
+        theta = P.lerp(theta, mean_phi, 0.5)
     fresh = start
     for tasks in iterations:
-        fresh = reptile.reptile_step(model, fresh, tasks, F.cross_entropy, 0.01, 3, 0.5, "adam", inner_batch=3)
+        fresh = reptile.reptile_step(model, fresh, tasks, F.cross_entropy, loop(0.01, 3, "adam", 3), outer_lr=0.5)
     reptile.apply_params(params, start)
     expected, optimizer = reptile_code_reference(model, iterations, 0.01, 3, 3, 0.5)
     # a conv bias before BatchNorm has gradient 0 up to rounding, and Adam divides it by √v: ~1e-10 differences
@@ -205,12 +206,11 @@ def test_kept_inner_adam_state_is_the_reptile_code(device):
 
 
 def test_inner_state_needs_adam():
-    from mamlkit.adam import AdamState
     from mamlkit.config import Config
 
     model, params, tasks = setup("cpu")
     with pytest.raises(ValueError, match="inner_optimizer='adam'"):
-        reptile.reptile_step(model, params, tasks, F.mse_loss, 0.01, 2, 1.0, "sgd", inner_state=AdamState.zeros(params))
+        reptile.mean_adapted(model, params, tasks, F.mse_loss, loop(0.01, 2, "sgd"), AdamState.zeros(params))
     with pytest.raises(ValueError, match="keep_inner_state"):
         Config(algo="reptile", keep_inner_state=True).resolved()  # sine Reptile's inner loop is SGD
     assert Config(task="omniglot", algo="reptile").resolved().keep_inner_state

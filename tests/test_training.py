@@ -7,11 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mamlkit import families, training
 from mamlkit import params as P
-from mamlkit import training
 from mamlkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mamlkit.config import Config
+from mamlkit.evaluation import Protocol, evaluate
+from mamlkit.inner import InnerLoop, by_name
 from mamlkit.tasks import sine_test_tasks
+
+
+def protocol(lr, steps, optimizer="sgd", **options):
+    return Protocol(InnerLoop(by_name(optimizer, lr), steps), **options)
+
 
 FAST = dict(iterations=30, meta_batch_size=4, val_every=10, val_tasks=8, checkpoint_every=10)
 
@@ -110,11 +117,11 @@ def test_bad_config(field, value):
 @pytest.mark.parametrize("inner_optimizer", ["sgd", "adam"])
 def test_evaluate_reports_mean_and_ci_and_batched_equals_loop(device, inner_optimizer):
     torch.manual_seed(0)
-    model = training.build_model(Config().resolved()).to(device)
+    model = families.get("sinusoid").model(Config().resolved()).to(device)
     tasks = sine_test_tasks(20, 5, 30, device=device)
-    kw = dict(inner_optimizer=inner_optimizer, chunk=7)  # three chunks, the last one short
-    loop = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=False, **kw)
-    batched = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=True, **kw)
+    every = protocol(0.01, 3, inner_optimizer, chunk=7)  # three chunks, the last one short
+    loop = evaluate(model, P.get_params(model), tasks, F.mse_loss, every, batched=False)
+    batched = evaluate(model, P.get_params(model), tasks, F.mse_loss, every, batched=True)
     torch.testing.assert_close(batched.per_task, loop.per_task, rtol=1e-5, atol=1e-6)
     assert (loop.per_task[:, 3] != loop.per_task[:, 0]).all()
     assert loop.per_task.shape == (20, 4)
@@ -122,15 +129,15 @@ def test_evaluate_reports_mean_and_ci_and_batched_equals_loop(device, inner_opti
         zero_step = ((model(tasks.x_query) - tasks.y_query) ** 2).mean((1, 2)).cpu()
     torch.testing.assert_close(loop.per_task[:, 0], zero_step)
     for path in (False, True):  # scoring only some steps gives the same numbers for them
-        some = training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, batched=path, report=[3, 0],
-                                 **kw)
+        some = evaluate(model, P.get_params(model), tasks, F.mse_loss,
+                        protocol(0.01, 3, inner_optimizer, chunk=7, report=(3, 0)), batched=path)
         assert some.steps == [0, 3]
         torch.testing.assert_close(some.per_task, loop.per_task[:, [0, 3]], rtol=1e-5, atol=1e-6)
     assert some.at(3) == pytest.approx(loop.at(3), rel=1e-5)
     with pytest.raises(ValueError, match="step 1 was not scored"):
         some.at(1)
     with pytest.raises(ValueError, match="must lie in 0..3"):
-        training.evaluate(model, P.get_params(model), tasks, F.mse_loss, 0.01, 3, report=[4])
+        evaluate(model, P.get_params(model), tasks, F.mse_loss, protocol(0.01, 3, report=(4,)))
     mean, ci = loop.at(2)
     column = loop.per_task[:, 2].double()
     assert mean == pytest.approx(float(column.mean()), rel=1e-6)
@@ -143,31 +150,29 @@ def test_evaluation_fine_tunes_every_task_from_the_kept_inner_state(tmp_path, ba
     out = tmp_path / "kept.pt"
     run = training.meta_train(Config(seed=2, **{**FAST, "iterations": 5}, **KEPT), out, progress=False)
     state, model, params = run.inner_state, run.model, P.get_params(run.model)
-    before = state.clone()
+    before = state.detach()
     tasks = sine_test_tasks(6, 5, 20)
-    kept = training.evaluate(model, params, tasks, F.mse_loss, 0.01, 4, inner_optimizer="adam", inner_state=state,
-                             batched=batched)
+    adam = protocol(0.01, 4, "adam")
+    kept = evaluate(model, params, tasks, F.mse_loss, adam, state=state, batched=batched)
     assert state.step == before.step
     assert all(torch.equal(state.exp_avg_sq[k], before.exp_avg_sq[k]) for k in state.exp_avg_sq)
     for i in range(len(tasks)):
-        one = training.evaluate(model, params, tasks[i: i + 1], F.mse_loss, 0.01, 4, inner_optimizer="adam",
-                                inner_state=state, batched=False)
+        one = evaluate(model, params, tasks[i: i + 1], F.mse_loss, adam, state=state, batched=False)
         torch.testing.assert_close(kept.per_task[i], one.per_task[0], rtol=1e-5, atol=1e-7)
-    fresh = training.evaluate(model, params, tasks, F.mse_loss, 0.01, 4, inner_optimizer="adam", batched=batched)
+    fresh = evaluate(model, params, tasks, F.mse_loss, adam, batched=batched)
     assert not torch.allclose(kept.per_task[:, 4], fresh.per_task[:, 4])
     saved = training.evaluate_checkpoint(out, 6, "cpu", inner_optimizer="adam", inner_lr=0.01, inner_steps=4)
-    again = training.evaluate(model, params, training.fixed_tasks(run.config, "test", 6, 5, "cpu"), F.mse_loss,
-                              0.01, 4, inner_optimizer="adam", inner_state=state)
+    again = evaluate(model, params, run.family.fixed_tasks("test", 6, 5), F.mse_loss, adam, state=state)
     assert saved["mean"] == pytest.approx([float(v) for v in again.mean], rel=1e-6)
 
 
 def test_short_maml_run_learns(tmp_path):
     """A short run beats the untrained initialisation after one inner step, by a margin."""
-    val = sine_test_tasks(100, 5, 50, seed=training.VAL_SEED)
+    val = sine_test_tasks(100, 5, 50, seed=families.SEEDS["val"])
     untrained = training.new_run(Config(seed=0))
-    before = training.evaluate(untrained.model, P.get_params(untrained.model), val, F.mse_loss, 0.01, 1).at(1)[0]
+    before = evaluate(untrained.model, P.get_params(untrained.model), val, F.mse_loss, protocol(0.01, 1)).at(1)[0]
     run = training.meta_train(Config(iterations=1500, val_every=500, seed=0), progress=False)
-    after = training.evaluate(run.model, P.get_params(run.model), val, F.mse_loss, 0.01, 1).at(1)[0]
+    after = evaluate(run.model, P.get_params(run.model), val, F.mse_loss, protocol(0.01, 1)).at(1)[0]
     assert after < 0.8 * before, (before, after)
     assert json.dumps(run.history)  # history is plain data
 
