@@ -54,7 +54,8 @@ def adapt_batched(model: nn.Module, loss_fn, params: Params, x: Tensor, y: Tenso
     check_batchable(model)
     state = loop.optimizer.init(params) if state is None else state
     if state is None:  # a stateless optimizer (SGD)
-        return vmap(lambda p, xs, ys: loop.adapt(model, loss_fn, p, xs, ys)[0], in_dims=(None, 0, 0))(params, x, y), None
+        adapted = vmap(lambda p, xs, ys: loop.adapt(model, loss_fn, p, xs, ys)[0], in_dims=(None, 0, 0))
+        return adapted(params, x, y), None
 
     def one_task(p, xs, ys, m, s):
         phi, end = loop.adapt(model, loss_fn, p, xs, ys, AdamState(state.step, m, s))

@@ -69,7 +69,8 @@ def maml_loss(model: nn.Module, params: Params, tasks: Task | Iterable[Task], lo
     if batched:
         from .batched import batched_task_losses
 
-        return batched_task_losses(model, params, tasks, loss_fn, InnerLoop.sgd(inner_lr, inner_steps, first_order)).mean()
+        loop = InnerLoop.sgd(inner_lr, inner_steps, first_order)
+        return batched_task_losses(model, params, tasks, loss_fn, loop).mean()
     losses = [task_loss(model, params, t, loss_fn, inner_lr, inner_steps, first_order) for t in tasks]
     if not losses:
         raise ValueError("maml_loss needs at least one task")

@@ -133,7 +133,8 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
     if cfg.algo == "reptile":
         eps = cfg.outer_lr * (1 - run.iteration / cfg.iterations) if cfg.anneal else cfg.outer_lr
         loop = InnerLoop(by_name(cfg.inner_optimizer, cfg.inner_lr), cfg.inner_steps, True, cfg.inner_batch)
-        step = (0 if run.inner_state is None else run.inner_state.step) + cfg.inner_steps * (1 if batched else len(tasks))
+        step0 = 0 if run.inner_state is None else run.inner_state.step
+        step = step0 + cfg.inner_steps * (1 if batched else len(tasks))  # the kept state's count after this step
         mean_phi, state = reptile.mean_adapted(model, params, mine, loss_fn, loop, run.inner_state, batched)
         mean_phi, state = distributed.combine_reptile(mean_phi, state, weight, step)
         run.inner_state = state if cfg.keep_inner_state else None
