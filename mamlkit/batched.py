@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from .inner import AdamState, InnerLoop
-from .params import Params
+from .params import Params, forward
 from .tasks import Task
 
 FUSED_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
@@ -74,6 +74,6 @@ def batched_task_losses(model: nn.Module, params: Params, tasks: Task, loss_fn, 
 
     def one_task(p, xs, ys, xq, yq):  # adaptation and query loss in one vmap: less overhead than two
         adapted, _ = loop.adapt(model, loss_fn, p, xs, ys)
-        return loss_fn(functional_call(model, adapted, (xq,)), yq)
+        return loss_fn(forward(model, adapted, xq), yq)
 
     return vmap(one_task, in_dims=(None, 0, 0, 0, 0))(params, *tasks.tensors()[:4])

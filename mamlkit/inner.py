@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch._C._functorch import is_batchedtensor
 from torch.func import functional_call, grad
 
-from .params import Params
+from .params import Params, check_complete
 
 BETAS = (0.0, 0.999)  # Adam with β1 = 0: the Reptile paper's inner optimizer
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -94,8 +94,17 @@ class Adam:
         m = {k: torch.lerp(state.exp_avg[k], g, 1 - b1) for k, g in grads.items()}
         s = {k: torch.addcmul(state.exp_avg_sq[k] * b2, g, g, value=1 - b2) for k, g in grads.items()}
         step_size, root = self.lr / (1 - b1 ** t), (1 - b2 ** t) ** 0.5
-        new = {k: torch.addcdiv(p, m[k], s[k].sqrt() / root + self.eps, value=-step_size) for k, p in params.items()}
+        new = {k: torch.addcdiv(p, m[k], _sqrt(s[k]) / root + self.eps, value=-step_size) for k, p in params.items()}
         return new, AdamState(t, m, s)
+
+
+def _sqrt(s: Tensor) -> Tensor:
+    """``s.sqrt()``; differentiated, zero where ``s`` is zero (a parameter whose gradient is exactly zero,
+    e.g. behind a dead ReLU) instead of ``0 · ∞ = NaN``. The same values either way."""
+    if not s.requires_grad:
+        return s.sqrt()
+    positive = s > 0
+    return torch.where(positive, torch.where(positive, s, torch.ones_like(s)).sqrt(), torch.zeros_like(s))
 
 
 def sgd(lr: float | Params) -> SGD:
@@ -125,6 +134,7 @@ def support_grads(model: nn.Module, loss_fn: LossFn, params: Params, x: Tensor, 
     """∇ of the support loss w.r.t. ``params``; kept in the graph (second order) with ``create_graph``.
     ``torch.autograd.grad`` in the per-task loop (any model, BatchNorm buffers included), ``torch.func.grad``
     under ``vmap``."""
+    check_complete(model, params)
     if _under_vmap(x):
         g = grad(lambda p: loss_fn(functional_call(model, p, (x,)), y))(params)
         return g if create_graph else {k: v.detach() for k, v in g.items()}

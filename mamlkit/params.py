@@ -19,8 +19,33 @@ def get_params(model: nn.Module) -> Params:
 
 
 def forward(model: nn.Module, params: Params, x: Tensor) -> Tensor:
-    """Run ``model`` on ``x`` with ``params`` in place of its own parameters (buffers are kept)."""
+    """Run ``model`` on ``x`` with ``params`` in place of its own parameters (buffers are kept).
+
+    ``params`` must name every trainable parameter of ``model``: a missing one would silently fall back
+    to the module's own tensor, and its gradient would go to the model instead of the dict. Models
+    marked with ``allow_partial`` accept a partial dict on purpose (see there)."""
+    check_complete(model, params)
     return functional_call(model, params, (x,))
+
+
+def check_complete(model: nn.Module, params: Params) -> None:
+    """Refuse a parameter dict that leaves out a trainable parameter of ``model`` (one line, naming it)."""
+    if getattr(model, "_mamlkit_partial", False):
+        return
+    missing = [k for k, p in model.named_parameters() if p.requires_grad and k not in params]
+    if missing:
+        raise ValueError(f"the parameter dict has no {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}: "
+                         "pass every trainable parameter (params.get_params(model)), or mark the model with "
+                         "params.allow_partial(model) to adapt only some of them on purpose (ANIL)")
+
+
+def allow_partial(model: nn.Module, allow: bool = True) -> nn.Module:
+    """Let ``model`` run with a dict naming only some of its parameters: the others are the module's
+    own tensors, used as they are. This is ANIL's inner loop (adapt only the head, a dict of the head's
+    parameters): the body is trained by the outer loop alone, its gradient arriving in the module's
+    ``.grad``. Returns the model."""
+    model._mamlkit_partial = allow
+    return model
 
 
 def detach(params: Params, requires_grad: bool = False) -> Params:
