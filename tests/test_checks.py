@@ -4,8 +4,9 @@ function that raises, and the wrong type or shape, each with one readable line."
 import pytest
 import torch
 
-from mamlkit import checks, solutions
 from mamlkit import params as P
+from mamlkit import solutions
+from mamlkit.course import checks
 from mamlkit.params import forward
 
 SOLVED = [

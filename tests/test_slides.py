@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbconvert import SlidesExporter
 
-from mamlkit import notebook, widgets
+from mamlkit.course import notebook, widgets
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

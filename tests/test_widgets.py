@@ -10,9 +10,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mamlkit import maml, models, notebook, plots, reptile, tasks, training, widgets  # noqa: E402
+from mamlkit import maml, models, reptile, tasks, training  # noqa: E402
 from mamlkit import params as P  # noqa: E402
 from mamlkit.checkpoint import save_checkpoint  # noqa: E402
+from mamlkit.course import notebook, plots, widgets  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from . import maml, plots, reptile
-from . import params as P
-from .maml import gradient_agreement
-from .reptile import joint_step
-from .tasks import Task, sine_tasks
+from .. import maml, reptile
+from .. import params as P
+from ..maml import gradient_agreement
+from ..reptile import joint_step
+from ..tasks import Task, sine_tasks
+from . import plots
 
 SLIDER = dict(continuous_update=False, style={"description_width": "initial"})
 

@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from . import maml
-from . import params as P
-from .tasks import sine, sine_grid
+from .. import maml
+from .. import params as P
+from ..tasks import sine, sine_grid
 
 COLORS = {"maml": "C0", "fomaml": "C1", "reptile": "C2", "pretrain": "grey", "truth": "black", "support": "k"}
 LABELS = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "pretrain": "pretrained"}

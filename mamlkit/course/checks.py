@@ -12,10 +12,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import maml
-from . import params as P
-from .models import MLP
-from .tasks import sample_sine_tasks
+from .. import maml
+from .. import params as P
+from ..models import MLP
+from ..tasks import sample_sine_tasks
 
 TOL = dict(rtol=1e-6, atol=1e-8)
 
@@ -108,7 +108,7 @@ def _unchanged(params: dict, before: torch.Tensor) -> None:
 @checker
 def check_notation(mapping):
     """00: the notation table, symbol -> name in code."""
-    from .solutions import NOTATION
+    from ..solutions import NOTATION
 
     if not isinstance(mapping, dict):
         raise Fail(f"expected a dict symbol -> code name, got {type(mapping).__name__}")

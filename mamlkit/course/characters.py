@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import params as P
+from .. import params as P
+from ..data.omniglot import Omniglot, OmniglotError, load_omniglot, split_classes
+from ..episodes import EpisodeSampler
+from ..evaluation import trajectory
+from ..models import Conv4
+from ..tasks import Task
 from .checks import Fail, call, checker, expect_tensor
-from .data.omniglot import Omniglot, OmniglotError, load_omniglot, split_classes
-from .episodes import EpisodeSampler
-from .evaluation import trajectory
-from .models import Conv4
-from .tasks import Task
 
 
 def load_characters(data_dir=None) -> Omniglot | None:

@@ -1,6 +1,6 @@
 """Checkers for the graded homework in ``homework/`` (nbgrader), for the exercises the course notebooks
-do not have; the same one-line "✅ ..." / "❌ <hint>" feedback as ``mamlkit.checks``. The project
-(assignment 5) has its own module, ``mamlkit.project``.
+do not have; the same one-line "✅ ..." / "❌ <hint>" feedback as ``mamlkit.course.checks``. The project
+(assignment 5) has its own module, ``mamlkit.course.project``.
 
 Introduced in homework/source/hw1_inner_update (see homework/README.md).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import maml, reptile
-from . import params as P
+from .. import maml, reptile
+from .. import params as P
 from .checks import Fail, _unchanged, call, checker, close, expect_params, setup
 
 
