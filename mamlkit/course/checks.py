@@ -18,6 +18,8 @@ from ..models import MLP
 from ..tasks import sample_sine_tasks
 
 TOL = dict(rtol=1e-6, atol=1e-8)
+# 00_welcome: the notation table, symbol -> name in code (notebook 00 shows it; not a secret)
+NOTATION = {"θ": "params", "θ′": "adapted", "α": "inner_lr", "β": "outer_lr", "ε": "outer_lr", "K": "shots"}
 
 
 class Fail(Exception):
@@ -108,8 +110,6 @@ def _unchanged(params: dict, before: torch.Tensor) -> None:
 @checker
 def check_notation(mapping):
     """00: the notation table, symbol -> name in code."""
-    from ..solutions import NOTATION
-
     if not isinstance(mapping, dict):
         raise Fail(f"expected a dict symbol -> code name, got {type(mapping).__name__}")
     for symbol, name in NOTATION.items():
