@@ -20,7 +20,7 @@ from .. import params as P
 from ..evaluation import evaluate
 from ..models import MLP
 from ..tasks import Task
-from .checks import Fail, call, checker, close
+from .feedback import Fail, call, checker, close
 
 COEFFICIENTS = (-1.0, 1.0)  # quadratic tasks: y = a x² + b x + c with a, b, c ~ U[-1, 1]
 X_RANGE = (-2.0, 2.0)
