@@ -13,10 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mamlkit import maml, plots, reptile  # noqa: E402
+from mamlkit import maml, reptile  # noqa: E402
 from mamlkit import params as P  # noqa: E402
+from mamlkit.course import plots  # noqa: E402
+from mamlkit.course.notebook import measure_cost  # noqa: E402
 from mamlkit.models import MLP  # noqa: E402
-from mamlkit.notebook import measure_cost  # noqa: E402
 from mamlkit.tasks import sample_sine_tasks  # noqa: E402
 
 STEPS = list(range(1, 11))

@@ -2,10 +2,11 @@
 function that raises, and the wrong type or shape, each with one readable line."""
 
 import pytest
+import solutions  # instructor/solutions.py (tests/conftest.py puts instructor/ on sys.path)
 import torch
 
-from mamlkit import checks, solutions
 from mamlkit import params as P
+from mamlkit.course import checks
 from mamlkit.params import forward
 
 SOLVED = [
@@ -264,3 +265,17 @@ def test_python_math_on_tensors_gets_a_hint(capsys):
 
     ok, line = run_check(checks.check_sine, lambda x, a, p: a * math.sin(x - p), capsys)
     assert ok is False and "torch.sin" in line
+
+
+def test_diagnose_gives_the_first_matching_hint():
+    from mamlkit.course.feedback import Fail, diagnose
+
+    table = {"skipped: cannot be told apart here": None, "doubled": torch.tensor([2.0, 4.0]),
+             "also doubled, listed later": torch.tensor([2.0, 4.0]), "negated": torch.tensor([-1.0, -2.0])}
+    with pytest.raises(Fail, match="^doubled$"):
+        diagnose(torch.tensor([2.0, 4.0]), table)
+    with pytest.raises(Fail, match="^negated$"):
+        diagnose(torch.tensor([-1.0, -2.0]), table)
+    diagnose(torch.tensor([1.0, 2.0]), table)  # the right answer matches no mistake
+    with pytest.raises(Fail, match="^near$"):
+        diagnose(1.0, {"near": 1.05}, compare=lambda a, b: abs(a - b) < 0.1)

@@ -19,7 +19,7 @@ from nbgrader.api import Gradebook
 from nbgrader.apps import NbGraderAPI
 from traitlets.config.loader import PyFileConfigLoader
 
-from mamlkit import homework, project
+from mamlkit.course import homework, project
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")  # nbgrader 0.9.6 on SQLAlchemy 2.1
 HOMEWORK = Path(__file__).resolve().parents[1] / "homework"

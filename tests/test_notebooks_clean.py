@@ -53,7 +53,7 @@ def test_opening_cells(stem):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_solutions_imported(path):
     code = "\n".join(c.source for c in load(path).cells if c.cell_type == "code")
-    assert "solutions" not in code, f"{path.name} must not use mamlkit.solutions"
+    assert "solutions" not in code, f"{path.name} must not use the reference solutions (instructor/solutions.py)"
 
 
 @pytest.mark.parametrize("stem", COURSE)

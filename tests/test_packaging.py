@@ -61,3 +61,87 @@ def test_shipped_checkpoints_are_documented_and_portable(path):
     state = load_checkpoint(path)  # torch.load(weights_only=True), on the CPU
     assert state["config"]["data_dir"] is None, "clear data_dir: users' data lives elsewhere"
     assert state["iteration"] == state["history"]["iteration"][-1]
+
+
+# --- the answer key stays with the instructors -----------------------------------------------------
+
+SOLUTIONS = ROOT / "instructor" / "solutions.py"
+# a reference solution that is also the library's own definition: exercise 01 re-derives the task formula
+LIBRARY_DEFINES = {"sine": "mamlkit/tasks.py"}
+
+
+def solution_bodies() -> dict[str, str]:
+    """name -> the body of each reference solution function (docstring dropped), whitespace squashed."""
+    import ast
+
+    source = SOLUTIONS.read_text()
+    bodies = {}
+    for fn in ast.parse(source).body:
+        if isinstance(fn, ast.FunctionDef):
+            body = fn.body[1:] if ast.get_docstring(fn) else fn.body
+            bodies[fn.name] = " ".join("\n".join(ast.get_source_segment(source, s) for s in body).split())
+    return bodies
+
+
+def answers_in(files: dict[str, str]) -> list[str]:
+    """``name in path`` for each reference solution whose body appears in one of ``files`` (path -> text)."""
+    found = []
+    for path, text in files.items():
+        squashed = " ".join(text.split())
+        found += [f"{name} in {path}" for name, body in solution_bodies().items()
+                  if body in squashed and LIBRARY_DEFINES.get(name) != path]
+    return found
+
+
+def test_solutions_are_not_in_the_package():
+    """``import mamlkit`` cannot reach the answer key, and no module of the package spells an answer out."""
+    from importlib.machinery import PathFinder
+
+    import mamlkit
+
+    assert SOLUTIONS.is_file() and {"inner_update", "meta_loss", "reptile_update"} <= set(solution_bodies())
+    # where `import mamlkit.solutions` looks: the package's own folder (importlib.util.find_spec would also ask
+    # an editable install of another checkout, e.g. a git worktree's; the wheel test below asks it in isolation)
+    assert PathFinder.find_spec("mamlkit.course", mamlkit.__path__) is not None
+    assert PathFinder.find_spec("mamlkit.solutions", mamlkit.__path__) is None
+    package = {p.relative_to(ROOT).as_posix(): p.read_text() for p in (ROOT / "mamlkit").rglob("*.py")}
+    assert not [p for p in package if "solution" in Path(p).name]
+    assert answers_in(package) == []
+
+
+def test_the_leak_check_would_catch_an_answer():
+    source = SOLUTIONS.read_text()
+    start = source.index("def reptile_update(")
+    end = source.index("def significant(")
+    assert answers_in({"mamlkit/course/checks.py": source[start:end]}) == ["reptile_update in mamlkit/course/checks.py"]
+
+
+@pytest.mark.slow
+def test_the_wheel_has_no_solutions(tmp_path):
+    """Build the wheel as pip would install it (from a copy of the project): only ``mamlkit/``, no answers."""
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "mamlkit", src / "mamlkit", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "instructor", src / "instructor")  # present in the tree, as in a clone
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                             str(src), "-w", str(tmp_path / "dist")], capture_output=True, text=True, cwd=src)
+    assert result.returncode == 0, result.stderr[-3000:]
+    wheel, = (tmp_path / "dist").glob("mamlkit-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        modules = {n: z.read(n).decode() for n in names if n.endswith(".py")}
+    assert "mamlkit/course/checks.py" in names and "mamlkit/maml.py" in names
+    assert [n for n in names if "solution" in n or n.startswith("instructor/")] == []
+    assert answers_in(modules) == []
+    # installed alone, in an isolated interpreter (no site-packages, no editable installs): nothing to import
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    probe = ("import importlib.util as u, sys; sys.path.insert(0, sys.argv[1]); "
+             "print(u.find_spec('mamlkit.course.checks') is not None, u.find_spec('mamlkit.solutions'))")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(site)], capture_output=True, text=True)
+    assert result.stdout.split() == ["True", "None"], result.stdout + result.stderr

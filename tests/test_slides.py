@@ -1,6 +1,6 @@
 """Lectures. Slides: each notebook exports to reveal.js (nbconvert's SlidesExporter, in-process, not
 executed) with one slide per ``#``/``##`` heading, in order, lets long slides scroll under jupyterlab-rise,
-and shows no reference solution from mamlkit/solutions.py: exercise slides carry the stubs, never the
+and shows no reference solution from instructor/solutions.py: exercise slides carry the stubs, never the
 answers. Lecture mode: ``notebook.present()`` enlarges figures and widgets, ``present(False)`` reverts."""
 
 import ast
@@ -15,11 +15,11 @@ import nbformat
 import pytest
 from nbconvert import SlidesExporter
 
-from mamlkit import notebook, widgets
+from mamlkit.course import notebook, widgets
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-SOLUTIONS = ROOT / "mamlkit" / "solutions.py"
+SOLUTIONS = ROOT / "instructor" / "solutions.py"
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 
 
@@ -103,7 +103,7 @@ def test_a_loaded_solution_would_be_caught():
     nb = nbformat.read(ROOT / "notebooks" / "02_inner_update.ipynb", as_version=4)
     stub = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def inner_update("))
     function = next(f for f in ast.parse(SOLUTIONS.read_text()).body if getattr(f, "name", "") == "inner_update")
-    stub.source = "# %load -s inner_update ../mamlkit/solutions.py\n" + ast.get_source_segment(
+    stub.source = "# %load -s inner_update ../instructor/solutions.py\n" + ast.get_source_segment(
         SOLUTIONS.read_text(), function)
     assert leaked(slides(nb)) == ["inner_update"]
 

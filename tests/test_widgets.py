@@ -10,9 +10,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mamlkit import maml, models, notebook, plots, reptile, tasks, training, widgets  # noqa: E402
+from mamlkit import maml, models, reptile, tasks, training  # noqa: E402
 from mamlkit import params as P  # noqa: E402
 from mamlkit.checkpoint import save_checkpoint  # noqa: E402
+from mamlkit.course import notebook, plots, widgets  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -190,3 +191,32 @@ def test_plot_eval_survives_a_diverged_task():
     assert "1 task diverged" in ax.get_legend().get_texts()[0].get_text()
     low, high = ax.get_ylim()
     assert low == 0 and 2.0 < high < 4.0
+
+
+def test_meta_loss_and_slope_match_the_closed_form():
+    """y = w x, L(w) = mean((w x − y)²): w′ = w − α L′_s(w); MAML slope (1 − α H_s) L′_q(w′), FOMAML L′_q(w′)."""
+    model = torch.nn.Linear(1, 1, bias=False).double()
+    x, xq = torch.tensor([[[-2.0], [-1.0], [0.5]]], dtype=torch.float64), torch.tensor([[[1.0], [2.5]]]).double()
+    task = tasks.Task(x, 1.5 * x + 0.3, xq, 1.5 * xq - 0.2)
+    w, lr = 0.7, 0.1
+    grad = lambda x, y, v: float(2 * (x * (v * x - y)).mean())
+    adapted = w - lr * grad(x, task.y_support, w)
+    h_s = float(2 * (x**2).mean())
+    loss, slope = plots.meta_loss_and_slope(model, task, w, lr)
+    _, fo_slope = plots.meta_loss_and_slope(model, task, w, lr, first_order=True)
+    assert loss == pytest.approx(float(((adapted * xq - task.y_query) ** 2).mean()))
+    assert slope == pytest.approx((1 - lr * h_s) * grad(xq, task.y_query, adapted))
+    assert fo_slope == pytest.approx(grad(xq, task.y_query, adapted))
+
+
+def test_reptile_against_joint_and_query_mse():
+    model, batch = torch.nn.Linear(1, 1), widgets.line_tasks(3)
+    theta = {"weight": torch.tensor([[-1.5]]), "bias": torch.tensor([1.5])}
+    new, joint, gap = plots.reptile_against_joint(model, theta, batch, 0.1, 1, 0.5)
+    assert gap < 1e-5
+    torch.testing.assert_close(P.flatten(new), P.flatten(reptile.reptile_step(model, theta, batch, F.mse_loss,
+                                                                              0.1, 1, 0.5)))
+    new, joint, gap = plots.reptile_against_joint(model, theta, batch, 0.1, 5, 0.5)
+    assert gap == pytest.approx(float(P.norm(P.sub(new, joint)))) and gap > 1e-3
+    expected = F.mse_loss(P.forward(model, theta, batch[0].x_query), batch[0].y_query).item()
+    assert plots.query_mse(model, theta, batch[0]) == pytest.approx(expected)

@@ -19,8 +19,9 @@
 import torch
 import torch.nn.functional as F
 
-from mamlkit import checks, homework, maml, models, tasks
-from mamlkit.notebook import setup_notebook
+from mamlkit import maml, models, tasks
+from mamlkit.course import checks, homework
+from mamlkit.course.notebook import setup_notebook
 from mamlkit.params import forward
 
 device = setup_notebook(seed=0)

@@ -17,8 +17,9 @@
 import torch
 import torch.nn.functional as F
 
-from mamlkit import checks, homework, maml, models, reptile, tasks
-from mamlkit.notebook import setup_notebook
+from mamlkit import maml, models, reptile, tasks
+from mamlkit.course import checks, homework
+from mamlkit.course.notebook import setup_notebook
 
 device = setup_notebook(seed=0)
 

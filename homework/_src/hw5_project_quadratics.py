@@ -25,8 +25,9 @@
 # %%
 import torch
 
-from mamlkit import models, project, tasks
-from mamlkit.notebook import setup_notebook
+from mamlkit import models, tasks
+from mamlkit.course import project
+from mamlkit.course.notebook import setup_notebook
 
 device = setup_notebook(seed=0)
 
@@ -141,4 +142,4 @@ _hidden_project()
 #
 # *Kernel → Restart Kernel and Run All Cells*, check every test cell prints ✅, save, and hand in this
 # notebook (`nbgrader` users: *Assignments → Submit*). Optional: plot a few adapted curves with
-# `mamlkit.plots` to see what your model learned.
+# `mamlkit.course.plots` to see what your model learned.

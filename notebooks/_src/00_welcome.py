@@ -14,8 +14,9 @@ import inspect
 
 import ipywidgets
 
-from mamlkit import checks, maml, reptile, widgets
-from mamlkit.notebook import FAST, present, setup_notebook
+from mamlkit import maml, reptile
+from mamlkit.course import checks, widgets
+from mamlkit.course.notebook import FAST, present, setup_notebook
 
 device = setup_notebook(seed=0)
 

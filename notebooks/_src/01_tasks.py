@@ -15,8 +15,9 @@ import math
 
 import torch
 
-from mamlkit import checks, plots, tasks, widgets
-from mamlkit.notebook import setup_notebook
+from mamlkit import tasks
+from mamlkit.course import checks, plots, widgets
+from mamlkit.course.notebook import setup_notebook
 
 device = setup_notebook(seed=0)
 

@@ -14,8 +14,9 @@
 import torch
 import torch.nn.functional as F
 
-from mamlkit import checks, maml, models, params, plots, tasks, widgets
-from mamlkit.notebook import setup_notebook
+from mamlkit import maml, models, params, tasks
+from mamlkit.course import checks, plots, widgets
+from mamlkit.course.notebook import setup_notebook
 
 device = setup_notebook(seed=0)
 

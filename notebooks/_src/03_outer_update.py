@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mamlkit import checks, maml, models, params, tasks, widgets
-from mamlkit.notebook import setup_notebook
+from mamlkit import maml, models, params, tasks
+from mamlkit.course import checks, widgets
+from mamlkit.course.notebook import setup_notebook
 
 device = setup_notebook(seed=0)
 

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from matplotlib import pyplot as plt
 
-from mamlkit import checks, maml, models, params, plots, reptile, tasks, training, widgets
-from mamlkit.notebook import fast, load_or_train, measure_cost, setup_notebook
+from mamlkit import maml, models, params, reptile, tasks, training
+from mamlkit.course import checks, plots, widgets
+from mamlkit.course.notebook import fast, load_or_train, measure_cost, setup_notebook
 
 device = setup_notebook(seed=0)
 

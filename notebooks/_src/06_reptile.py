@@ -15,9 +15,10 @@
 import torch
 import torch.nn.functional as F
 
-from mamlkit import checks, models, params, reptile, tasks, widgets
+from mamlkit import models, params, reptile, tasks
 from mamlkit.config import Config
-from mamlkit.notebook import setup_notebook
+from mamlkit.course import checks, widgets
+from mamlkit.course.notebook import setup_notebook
 
 device = setup_notebook(seed=0)
 

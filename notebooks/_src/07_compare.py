@@ -13,8 +13,9 @@
 import torch.nn.functional as F
 from matplotlib import pyplot as plt
 
-from mamlkit import checks, params, plots, tasks, training, widgets
-from mamlkit.notebook import fast, load_or_train, setup_notebook
+from mamlkit import params, tasks, training
+from mamlkit.course import checks, plots, widgets
+from mamlkit.course.notebook import fast, load_or_train, setup_notebook
 
 device = setup_notebook(seed=0)
 

@@ -14,8 +14,9 @@
 # %%
 import torch
 
-from mamlkit import characters, checkpoint, params, plots, training
-from mamlkit.notebook import fast, setup_notebook
+from mamlkit import checkpoint, params, training
+from mamlkit.course import characters, plots
+from mamlkit.course.notebook import fast, setup_notebook
 
 device = setup_notebook(seed=0)
 
@@ -147,7 +148,7 @@ if ready:
 # ## Check yourself
 
 # %%
-from mamlkit import widgets  # noqa: E402
+from mamlkit.course import widgets  # noqa: E402
 
 widgets.quiz("What does the network see of a new character before predicting its query drawings?",
              ["Nothing: it was trained on every character", "K labelled drawings in the support set",

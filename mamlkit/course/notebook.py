@@ -18,8 +18,8 @@ import torch
 
 import mamlkit
 
-from .config import Config
-from .training import DATA_DIR, Run, load_run, meta_train, resolve_device
+from ..config import Config
+from ..training import DATA_DIR, Run, load_run, meta_train, resolve_device
 
 FAST = os.environ.get("MAMLKIT_FAST") == "1"
 # where load_or_train looks for sinusoid-{algo}.pt: data/, or a folder of your own runs

@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from . import maml, plots, reptile
-from . import params as P
-from .maml import gradient_agreement
-from .reptile import joint_step
-from .tasks import Task, sine_tasks
+from .. import params as P
+from ..evaluation import trajectory
+from ..maml import gradient_agreement
+from ..tasks import Task, sine_tasks
+from . import plots
 
 SLIDER = dict(continuous_update=False, style={"description_width": "initial"})
 
@@ -92,11 +92,6 @@ def task_explorer(seed: int = 0) -> Explorer:
     return Explorer(_task_controls(), draw)
 
 
-def query_mse(model, params, task) -> float:
-    with torch.no_grad():
-        return float(F.mse_loss(P.forward(model, params, task.x_query), task.y_query))
-
-
 def adaptation_explorer(models: dict, inner_lr: float = 0.01, steps: int = 1, max_steps: int = 20,
                         shots: int = 5, seed: int = 1) -> Explorer:
     """α, inner steps, K and the task → the adapted curve of each model ({name: nn.Module}).
@@ -119,7 +114,7 @@ def adaptation_explorer(models: dict, inner_lr: float = 0.01, steps: int = 1, ma
         for name in shown:
             model = models[name]
             curves = plots.adapted_curves(model, P.get_params(model), task, inner_lr, (0, inner_steps))
-            mse[name] = query_mse(model, curves[inner_steps], task)
+            mse[name] = plots.query_mse(model, curves[inner_steps], task)
             start_label = f"{plots.label(name)}, 0 steps" if len(shown) == 1 else "_nolegend_"
             plots.plot_prediction(model, curves[0], ax, name, ls=":", alpha=0.6, label=start_label)
             plots.plot_prediction(model, curves[inner_steps], ax, name,
@@ -145,18 +140,14 @@ def meta_gradient_explorer() -> Explorer:
     controls = {"w": W.FloatSlider(value=-1.0, min=-2.0, max=4.0, step=0.1, description="w", **SLIDER),
                 "inner_lr": W.FloatSlider(value=0.1, min=0.01, max=0.3, step=0.01, description="α", **SLIDER)}
 
-    def meta_loss(w, inner_lr, first_order=False):
-        params = {"weight": torch.tensor([[w]], dtype=torch.float64, requires_grad=True)}
-        loss = maml.maml_loss(model, params, task, F.mse_loss, inner_lr, first_order=first_order)
-        return loss, torch.autograd.grad(loss, params["weight"])[0].item()
-
     def draw(ax, w, inner_lr):
         ws = torch.linspace(-2, 4, 61).tolist()
-        ax.plot(ws, [meta_loss(v, inner_lr)[0].item() for v in ws], color="k", lw=1, label="meta-loss")
-        loss, slope = meta_loss(w, inner_lr)
-        _, fo_slope = meta_loss(w, inner_lr, first_order=True)
+        ax.plot(ws, [plots.meta_loss_and_slope(model, task, v, inner_lr)[0] for v in ws], color="k", lw=1,
+                label="meta-loss")
+        loss, slope = plots.meta_loss_and_slope(model, task, w, inner_lr)
+        _, fo_slope = plots.meta_loss_and_slope(model, task, w, inner_lr, first_order=True)
         for s, name in ((slope, "maml"), (fo_slope, "fomaml")):
-            ax.plot([w - 0.6, w + 0.6], [loss.item() - 0.6 * s, loss.item() + 0.6 * s], color=plots.color(name),
+            ax.plot([w - 0.6, w + 0.6], [loss - 0.6 * s, loss + 0.6 * s], color=plots.color(name),
                     lw=2, label=f"{plots.label(name)} slope {s:.2f}")
         ax.set(xlabel="w", ylabel="L_query(w′)", title=f"α={inner_lr:.2f}: slopes differ by the factor (1 − αH)")
         ax.legend(fontsize="x-small")
@@ -204,19 +195,14 @@ def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
 
     def draw(ax, outer_lr, inner_steps, inner_lr):
         for i, task in enumerate(tasks):
-            path = [theta]
-            for _ in range(inner_steps):
-                path.append(P.detach(maml.inner_update(model, path[-1], task.x_support, task.y_support, F.mse_loss,
-                                                       inner_lr, first_order=True)))
+            path = list(trajectory(model, theta, task.x_support, task.y_support, F.mse_loss, inner_lr, inner_steps))
             ax.plot(*zip(*map(xy, path)), "-", color=plots.color("reptile"), alpha=0.4, lw=1)
             ax.plot(*xy(path[-1]), "o", color=plots.color("reptile"), ms=3)
             ax.plot(*task.info.tolist(), "*", color=f"C{3 + i}", ms=10, label=f"task {i} optimum")
-        new = reptile.reptile_step(model, theta, tasks, F.mse_loss, inner_lr, inner_steps, outer_lr)
-        joint = P.lerp(theta, joint_step(model, theta, tasks, inner_lr, inner_steps), outer_lr)
+        new, joint, gap = plots.reptile_against_joint(model, theta, tasks, inner_lr, inner_steps, outer_lr)
         ax.plot(*xy(theta), "ko", ms=7, label="θ")
         ax.plot(*xy(joint), "s", color=plots.color("pretrain"), ms=8, label="same with joint training")
         ax.plot(*xy(new), "o", color=plots.color("reptile"), ms=7, label="Reptile: θ + ε(mean φ − θ)")
-        gap = float(P.norm(P.sub(new, joint)))
         ax.set(xlabel="slope (weight)", ylabel="intercept (bias)",
                title=f"k={inner_steps}: |Reptile − joint| = {gap:.3f}")
         ax.legend(fontsize="x-small", loc="best")

@@ -1,87 +1,26 @@
-"""Exercise checkers: each runs the learner's function on small fixed inputs against the library and
-prints ONE line, "✅ ..." or "❌ <what is wrong and a hint>", never a traceback; returns True/False.
+"""Exercise checkers of the course notebooks: each runs the learner's function on small fixed inputs
+against the library and prints ONE line, "✅ ..." or "❌ <what is wrong and a hint>" (the harness of
+``feedback``), never a traceback; returns True/False. Where a checker knows the typical mistakes, it
+lists them as one ``{hint: wrong_value}`` table for ``feedback.diagnose``.
 
 Introduced in notebook 00_welcome (used at the end of every notebook).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-from . import maml
-from . import params as P
-from .models import MLP
-from .tasks import sample_sine_tasks
+from .. import maml
+from .. import params as P
+from ..models import MLP
+from ..tasks import sample_sine_tasks
+from .feedback import Fail, call, checker, close, diagnose, expect_params, expect_tensor, expect_unchanged
 
-TOL = dict(rtol=1e-6, atol=1e-8)
-
-
-class Fail(Exception):
-    """Raised inside a checker with the one-line hint to print."""
-
-
-def checker(check):
-    """Turn ``check(fn) -> success message`` (raising ``Fail(hint)``) into a one-line pass/fail."""
-    @functools.wraps(check)
-    def run(fn) -> bool:
-        try:
-            message = check(fn)
-        except Fail as e:
-            print(f"❌ {e}")
-            return False
-        except Exception as e:  # a bug here must still read as one line
-            print(f"❌ could not check your answer: {type(e).__name__}: {_first_line(e)}")
-            return False
-        print(f"✅ {message}")
-        return True
-    return run
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else "(no message)"
-
-
-def call(fn, *args):
-    """Run the learner's function; any exception becomes a one-line ``Fail``."""
-    if not callable(fn):
-        raise Fail(f"expected a function, got {type(fn).__name__}")
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise Fail("not implemented yet: replace `raise NotImplementedError` with your code") from None
-    except Exception as e:
-        on_tensor = "not Tensor" in str(e) or "Python scalars" in str(e)  # math.sin(tensor) and the like
-        hint = " (use torch functions, e.g. torch.sin, on tensors)" if on_tensor else ""
-        raise Fail(f"your function raised {type(e).__name__}: {_first_line(e)}{hint}") from None
-
-
-def close(a, b, **tol) -> bool:
-    return torch.allclose(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64),
-                          **(tol or TOL))
-
-
-def expect_tensor(result, like: torch.Tensor, what: str = "the result"):
-    if not isinstance(result, torch.Tensor):
-        raise Fail(f"{what} should be a torch.Tensor, got {type(result).__name__}")
-    if result.shape != like.shape:
-        raise Fail(f"{what} has shape {tuple(result.shape)}, expected {tuple(like.shape)}")
-    return result
-
-
-def expect_params(result, like: dict, what: str = "the result"):
-    """A dict with the same names and shapes as ``like``; returns it flattened to one vector."""
-    if not isinstance(result, dict):
-        raise Fail(f"{what} should be a dict name -> tensor (like params), got {type(result).__name__}")
-    if set(result) != set(like):
-        raise Fail(f"{what} has names {sorted(result)}, expected {sorted(like)}")
-    for name, v in like.items():
-        expect_tensor(result[name], v, f"{what}[{name!r}]")
-    return P.flatten({k: result[k] for k in like})
+# 00_welcome: the notation table, symbol -> name in code (notebook 00 shows it; not a secret)
+NOTATION = {"θ": "params", "θ′": "adapted", "α": "inner_lr", "β": "outer_lr", "ε": "outer_lr", "K": "shots"}
 
 
 def setup(seed: int = 0, hidden: int = 8, tasks: int = 3, shots: int = 5, queries: int = 7):
@@ -100,16 +39,9 @@ def meta_grad(model, params, adapted, task) -> torch.Tensor:
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params.values(), grads)])
 
 
-def _unchanged(params: dict, before: torch.Tensor) -> None:
-    if not torch.equal(P.flatten(params).detach(), before):
-        raise Fail("your function changed params in place: build and return a new dict instead")
-
-
 @checker
 def check_notation(mapping):
     """00: the notation table, symbol -> name in code."""
-    from .solutions import NOTATION
-
     if not isinstance(mapping, dict):
         raise Fail(f"expected a dict symbol -> code name, got {type(mapping).__name__}")
     for symbol, name in NOTATION.items():
@@ -124,10 +56,10 @@ def check_sine(fn):
     """01: y = A sin(x − φ)."""
     x = torch.linspace(-5, 5, 11).reshape(-1, 1)
     result = expect_tensor(call(fn, x, 2.0, 0.5), x)
-    if close(result, 2.0 * torch.sin(x + 0.5)):
-        raise Fail("wrong sign of the phase: the tasks use sin(x − φ), not sin(x + φ)")
-    if close(result, torch.sin(x - 0.5)):
-        raise Fail("the amplitude is missing: multiply by A")
+    diagnose(result, {
+        "wrong sign of the phase: the tasks use sin(x − φ), not sin(x + φ)": 2.0 * torch.sin(x + 0.5),
+        "the amplitude is missing: multiply by A": torch.sin(x - 0.5),
+    })
     if not close(result, 2.0 * torch.sin(x - 0.5), rtol=1e-4, atol=1e-5):
         raise Fail("values differ from A sin(x − φ): check your formula with A=2, φ=0.5")
     return "sine(x, A, φ) = A sin(x − φ) is right"
@@ -153,21 +85,20 @@ def check_inner_update(fn):
     before = P.flatten(params).detach().clone()
     result = call(fn, model, params, task.x_support, task.y_support, F.mse_loss, lr)
     got = expect_params(result, params)
-    _unchanged(params, before)
+    expect_unchanged(params, before)
     ref = maml.inner_update(model, params, task.x_support, task.y_support, F.mse_loss, lr)
     step = P.flatten(ref).detach() - before  # −α ∇L
-    if close(got, before - step):
-        raise Fail("wrong sign: θ′ = θ − α ∇L(θ) steps downhill, yours moved uphill")
-    if close(got, before + step / lr):
-        raise Fail("the gradient is not scaled by inner_lr (α): θ′ = θ − α ∇L(θ)")
-    if close(got, before):
-        raise Fail("θ′ equals θ: no step was taken")
+    diagnose(got, {
+        "wrong sign: θ′ = θ − α ∇L(θ) steps downhill, yours moved uphill": before - step,
+        "the gradient is not scaled by inner_lr (α): θ′ = θ − α ∇L(θ)": before + step / lr,
+        "θ′ equals θ: no step was taken": before,
+    })
     if not close(got, P.flatten(ref)):
         raise Fail("values differ from θ − α ∇L(θ, support): check the loss is on (x, y) and the step on every tensor")
     second, first = _check_graph(model, params, result, task, lr)
     mine = meta_grad(model, params, result, task)
-    if close(mine, first) and not close(first, second):
-        raise Fail("the meta-gradient lacks the Hessian term: call torch.autograd.grad(..., create_graph=True)")
+    diagnose(mine, {"the meta-gradient lacks the Hessian term: call torch.autograd.grad(..., create_graph=True)":
+                    None if close(first, second) else first})
     if not close(mine, second):
         raise Fail("values are right but the gradient through them is not: keep the graph (create_graph=True)")
     return "inner_update matches mamlkit.maml.inner_update, values and second-order meta-gradient"
@@ -181,9 +112,8 @@ def check_adapt(fn):
     args = (task.x_support, task.y_support, F.mse_loss, lr)
     result = call(fn, model, params, *args, steps)
     got = expect_params(result, params)
-    for k in (1, steps - 1, steps + 1):
-        if close(got, P.flatten(maml.adapt(model, params, *args, k))):
-            raise Fail(f"you took {k} inner step(s) instead of inner_steps={steps}: loop range(inner_steps)")
+    diagnose(got, {f"you took {k} inner step(s) instead of inner_steps={steps}: loop range(inner_steps)":
+                   P.flatten(maml.adapt(model, params, *args, k)) for k in (1, steps - 1, steps + 1)})
     ref = maml.adapt(model, params, *args, steps)
     if not close(got, P.flatten(ref)):
         raise Fail("values differ from 3 inner steps on the support set: each step starts from the last θ′")
@@ -208,7 +138,7 @@ def check_meta_gradient_linear(fn):
     grad = lambda x, y, v: 2 / len(x) * x.T @ (x @ v - y)
     h_s, h_q, eye = 2 / len(x_s) * x_s.T @ x_s, 2 / len(x_q) * x_q.T @ x_q, torch.eye(3, dtype=w.dtype)
     adapted = w - lr * grad(x_s, y_s, w)
-    wrong = {
+    diagnose(result, {
         "you dropped the Hessian term: that is First-Order MAML; multiply by (I − α H_support)":
             grad(x_q, y_q, adapted),
         "wrong sign of the Hessian term: it is (I − α H), because θ′ = θ − α ∇L":
@@ -217,10 +147,7 @@ def check_meta_gradient_linear(fn):
             (eye - lr * h_q) @ grad(x_q, y_q, adapted),
         "evaluate the query gradient at the adapted w′ = w − α ∇L_support(w), not at w":
             (eye - lr * h_s) @ grad(x_q, y_q, w),
-    }
-    for hint, value in wrong.items():
-        if close(result, value):
-            raise Fail(hint)
+    })
     if not close(result, (eye - lr * h_s) @ grad(x_q, y_q, adapted)):
         raise Fail("values differ from (I − α H_s) ∇L_q(w′) with L(w) = mean((x w − y)²), ∇L = 2/n xᵀ(x w − y)")
     return "your closed form equals (I − α H_support) ∇L_query(w′)"
@@ -233,11 +160,12 @@ def check_meta_loss(fn):
     lr = 0.1
     result = expect_tensor(call(fn, model, params, tasks, F.mse_loss, lr), torch.tensor(0.0), "the meta-loss")
     ref = maml.maml_loss(model, params, tasks, F.mse_loss, lr)
-    if close(result, ref * len(tasks)):
-        raise Fail(f"you summed over the {len(tasks)} tasks: average them (mean), as mamlkit.maml.maml_loss does")
     at_theta = torch.stack([F.mse_loss(P.forward(model, params, t.x_query), t.y_query) for t in tasks]).mean()
-    if close(result, at_theta):
-        raise Fail("that is the query loss at θ: adapt first, then evaluate the query loss at θ′")
+    diagnose(result, {
+        f"you summed over the {len(tasks)} tasks: average them (mean), as mamlkit.maml.maml_loss does":
+            ref * len(tasks),
+        "that is the query loss at θ: adapt first, then evaluate the query loss at θ′": at_theta,
+    })
     if not close(result, ref):
         raise Fail("value differs from mean_i L_query(θ′_i): adapt on the support set, evaluate on the query set")
     if not result.requires_grad:
@@ -246,8 +174,8 @@ def check_meta_loss(fn):
     mine = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params.values(), mine)])
     first = torch.autograd.grad(maml.maml_loss(model, params, tasks, F.mse_loss, lr, first_order=True),
                                 list(params.values()))
-    if close(mine, torch.cat([g.reshape(-1) for g in first])):
-        raise Fail("the meta-gradient lacks the Hessian term: the inner step needs create_graph=True")
+    diagnose(mine, {"the meta-gradient lacks the Hessian term: the inner step needs create_graph=True":
+                    torch.cat([g.reshape(-1) for g in first])})
     if not close(mine, torch.cat([g.reshape(-1) for g in torch.autograd.grad(ref, list(params.values()))])):
         raise Fail("the value is right but its gradient is not: keep the graph of the inner step")
     return "your meta-loss and its meta-gradient match mamlkit.maml.maml_loss"
@@ -267,12 +195,12 @@ def check_ci95(fn):
     n, s = len(per_task), float(per_task.std(unbiased=True))
     if not math.isclose(mean, float(per_task.mean()), rel_tol=1e-5):
         raise Fail("the first value should be the mean of the per-task errors")
-    if math.isclose(half, 1.96 * s, rel_tol=1e-4):
-        raise Fail("divide by √n: the CI of a mean shrinks with the number of tasks")
-    if math.isclose(half, 1.96 * float(per_task.std(unbiased=False)) / math.sqrt(n), rel_tol=1e-4):
-        raise Fail("use the unbiased standard deviation (divide by n − 1): tensor.std(unbiased=True)")
-    if math.isclose(half, s / math.sqrt(n), rel_tol=1e-4):
-        raise Fail("a 95% interval is 1.96 standard errors wide on each side")
+    diagnose(half, {
+        "divide by √n: the CI of a mean shrinks with the number of tasks": 1.96 * s,
+        "use the unbiased standard deviation (divide by n − 1): tensor.std(unbiased=True)":
+            1.96 * float(per_task.std(unbiased=False)) / math.sqrt(n),
+        "a 95% interval is 1.96 standard errors wide on each side": s / math.sqrt(n),
+    }, compare=lambda a, b: math.isclose(a, b, rel_tol=1e-4))
     if not math.isclose(half, 1.96 * s / math.sqrt(n), rel_tol=1e-4):
         raise Fail("half-width differs from 1.96 · std / √n")
     return "mean ± 1.96 s/√n, as mamlkit.training.evaluate reports it"
@@ -289,13 +217,12 @@ def check_first_order(fn):
                                                                 F.mse_loss, lr, first_order=fo), task)
                      for fo in (True, False))
     at_theta = meta_grad(model, params, params, task)
-    if close(got, second) and not close(first, second):
-        raise Fail("that is the full (second-order) MAML gradient: treat the inner gradient as a constant "
-                   "(create_graph=False / detach θ′) and take ∇ at θ′")
-    if close(got, -first):
-        raise Fail("wrong sign: return the gradient ∇_θ′ L_query(θ′), the optimiser subtracts it")
-    if close(got, at_theta):
-        raise Fail("that is the query gradient at θ: take the inner step first and differentiate at θ′")
+    diagnose(got, {
+        "that is the full (second-order) MAML gradient: treat the inner gradient as a constant "
+        "(create_graph=False / detach θ′) and take ∇ at θ′": None if close(first, second) else second,
+        "wrong sign: return the gradient ∇_θ′ L_query(θ′), the optimiser subtracts it": -first,
+        "that is the query gradient at θ: take the inner step first and differentiate at θ′": at_theta,
+    })
     if not close(got, first):
         raise Fail("values differ from ∇_θ′ L_query(θ′) with θ′ = θ − α ∇L_support(θ)")
     return "FOMAML gradient ∇_θ′ L_query(θ′) is right: no Hessian term"
@@ -309,16 +236,15 @@ def check_reptile_update(fn):
     phis = [P.detach(maml.adapt(model, theta, t.x_support, t.y_support, F.mse_loss, 0.05, 3, True)) for t in tasks]
     before, eps = P.flatten(theta).clone(), 0.3
     got = expect_params(call(fn, theta, phis, eps), theta)
-    _unchanged(theta, before)
+    expect_unchanged(theta, before)
     mean_phi = P.flatten(P.mean(phis))
-    if close(got, before - eps * (mean_phi - before)):
-        raise Fail("wrong sign: Reptile moves θ toward the adapted φ, θ + ε (mean φ − θ)")
-    if close(got, before + eps * len(phis) * (mean_phi - before)):
-        raise Fail("you summed over tasks: average the φ_i (or the differences), mean_i φ_i − θ")
-    if close(got, mean_phi):
-        raise Fail("you moved all the way to mean φ: scale the move by ε (outer_lr)")
-    if close(got, before + eps * (P.flatten(phis[0]) - before)):
-        raise Fail("you used only the first task: average over all φ_i")
+    diagnose(got, {
+        "wrong sign: Reptile moves θ toward the adapted φ, θ + ε (mean φ − θ)": before - eps * (mean_phi - before),
+        "you summed over tasks: average the φ_i (or the differences), mean_i φ_i − θ":
+            before + eps * len(phis) * (mean_phi - before),
+        "you moved all the way to mean φ: scale the move by ε (outer_lr)": mean_phi,
+        "you used only the first task: average over all φ_i": before + eps * (P.flatten(phis[0]) - before),
+    })
     if not close(got, before + eps * (mean_phi - before)):
         raise Fail("values differ from θ + ε (mean_i φ_i − θ)")
     return "Reptile update θ + ε (mean φ − θ) matches mamlkit.params.lerp"

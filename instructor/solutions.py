@@ -1,7 +1,9 @@
 """Reference solutions to the exercises of notebooks 00-07, kept apart from the notebooks (which never
 import this module) and run through their checkers by ``tests/test_checks.py``.
 
-Instructors: ``%load`` a function from here to reveal it.
+They live outside the ``mamlkit`` package on purpose: the wheel installs ``mamlkit*`` only, so a learner's
+``import mamlkit`` cannot reach the answers (``tests/test_packaging.py`` checks the built wheel).
+Instructors: ``%load -s inner_update ../instructor/solutions.py`` in a notebook reveals one function.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import math
 
 import torch
 
-from .params import forward
+from mamlkit.course.checks import NOTATION as _NOTATION
+from mamlkit.params import forward
 
-# 00_welcome: the notation table, symbol -> name in code
-NOTATION = {"θ": "params", "θ′": "adapted", "α": "inner_lr", "β": "outer_lr", "ε": "outer_lr", "K": "shots"}
+# 00_welcome: the notation table, symbol -> name in code (public: notebook 00 prints it, its checker holds it)
+NOTATION = dict(_NOTATION)
 
 
 def sine(x, amplitude, phase):

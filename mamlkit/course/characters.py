@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import params as P
-from .checks import Fail, call, checker, expect_tensor
-from .data.omniglot import Omniglot, OmniglotError, load_omniglot, split_classes
-from .episodes import EpisodeSampler
-from .evaluation import trajectory
-from .models import Conv4
-from .tasks import Task
+from .. import params as P
+from ..data.omniglot import Omniglot, OmniglotError, load_omniglot, split_classes
+from ..episodes import EpisodeSampler
+from ..evaluation import trajectory
+from ..models import Conv4
+from ..tasks import Task
+from .feedback import Fail, call, checker, diagnose, expect_tensor
 
 
 def load_characters(data_dir=None) -> Omniglot | None:
@@ -144,10 +144,11 @@ def check_accuracy(fn):
     labels = torch.tensor([0, 1, 0, 1])
     result = call(fn, logits, labels)
     result = expect_tensor(result, torch.tensor(0.5), "accuracy").double()
-    if torch.isclose(result, torch.tensor(50.0, dtype=torch.float64)):
-        raise Fail("you returned a percentage (50.0): return the fraction, 0.5")
-    if torch.isclose(result, torch.tensor(0.25, dtype=torch.float64)):
-        raise Fail("0.25: the arg-max must run over the classes, the last dimension (dim=-1), not dim=0")
+    diagnose(result, {
+        "you returned a percentage (50.0): return the fraction, 0.5": torch.tensor(50.0, dtype=torch.float64),
+        "0.25: the arg-max must run over the classes, the last dimension (dim=-1), not dim=0":
+            torch.tensor(0.25, dtype=torch.float64),
+    }, compare=torch.isclose)
     if not torch.isclose(result, torch.tensor(0.5, dtype=torch.float64)):
         raise Fail(f"expected 0.5 (2 of 4 right), got {float(result):.3g}: compare logits.argmax(-1) with labels")
     return "accuracy is the mean of (logits.argmax(-1) == labels)"

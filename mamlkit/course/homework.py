@@ -1,6 +1,6 @@
 """Checkers for the graded homework in ``homework/`` (nbgrader), for the exercises the course notebooks
-do not have; the same one-line "✅ ..." / "❌ <hint>" feedback as ``mamlkit.checks``. The project
-(assignment 5) has its own module, ``mamlkit.project``.
+do not have; the same one-line "✅ ..." / "❌ <hint>" feedback as ``mamlkit.course.checks``. The project
+(assignment 5) has its own module, ``mamlkit.course.project``.
 
 Introduced in homework/source/hw1_inner_update (see homework/README.md).
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import maml, reptile
-from . import params as P
-from .checks import Fail, _unchanged, call, checker, close, expect_params, setup
+from .. import maml, reptile
+from .. import params as P
+from .checks import setup
+from .feedback import Fail, call, checker, close, diagnose, expect_params, expect_unchanged
 
 
 @checker
@@ -26,12 +27,11 @@ def check_adaptation_curve(fn):
     phis = maml_trajectory(model, params, task.x_support, task.y_support, lr, steps)
     curve, support = ([F.mse_loss(P.forward(model, phi, x), y).item() for phi in phis]
                       for x, y in ((task.x_query, task.y_query), (task.x_support, task.y_support)))
-    if len(result) == steps and close(result, curve[1:]):
-        raise Fail(f"include the loss before adapting (step 0): {steps} steps give {steps + 1} values")
+    diagnose(result, {f"include the loss before adapting (step 0): {steps} steps give {steps + 1} values":
+                      curve[1:] if len(result) == steps else None})
     if len(result) != steps + 1:
         raise Fail(f"expected {steps + 1} values for inner_steps={steps} (steps 0 … {steps}), got {len(result)}")
-    if close(result, support):
-        raise Fail("those are support losses: adapt on the support set, measure on the query set")
+    diagnose(result, {"those are support losses: adapt on the support set, measure on the query set": support})
     if not close(result, curve):
         raise Fail("values differ from the query loss after 0 … k SGD steps of inner_lr on the support set")
     return "adaptation_curve matches the query loss after 0 … k inner steps"
@@ -58,20 +58,20 @@ def _check_outer(fn, first_order: bool, with_steps: bool):
     before = P.flatten(params).detach().clone()
     args = (model, params, tasks, F.mse_loss, lr, *((steps,) if with_steps else ()), outer_lr)
     got = expect_params(call(fn, *args), params).detach()
-    _unchanged(params, before)
+    expect_unchanged(params, before)
     ref, other = (_outer(model, params, tasks, lr, steps, outer_lr, fo) for fo in (first_order, not first_order))
-    if close(got, other) and not close(ref, other):
-        raise Fail("that is the First-Order MAML update: keep the graph of the inner step (create_graph=True)"
+    other_order = ("that is the First-Order MAML update: keep the graph of the inner step (create_graph=True)"
                    if not first_order else "that is the second-order MAML update: first order treats the inner "
                    "gradient as a constant (create_graph=False, or detach θ′) and takes ∇ at θ′")
-    if close(got, 2 * before - ref):
-        raise Fail("wrong sign: the outer update steps downhill, θ − β ∇ (mean_i L_query(θ′_i))")
-    if close(got, before - len(tasks) * (before - ref)):
-        raise Fail(f"you summed over the {len(tasks)} tasks: average the query losses (or gradients)")
-    if close(got, before - (before - ref) / outer_lr):
-        raise Fail("the meta-gradient is not scaled by outer_lr (β)")
-    if with_steps and close(got, _outer(model, params, tasks, lr, 1, outer_lr, first_order)):
-        raise Fail(f"you took 1 inner step instead of inner_steps={steps}")
+    diagnose(got, {
+        other_order: None if close(ref, other) else other,
+        "wrong sign: the outer update steps downhill, θ − β ∇ (mean_i L_query(θ′_i))": 2 * before - ref,
+        f"you summed over the {len(tasks)} tasks: average the query losses (or gradients)":
+            before - len(tasks) * (before - ref),
+        "the meta-gradient is not scaled by outer_lr (β)": before - (before - ref) / outer_lr,
+        f"you took 1 inner step instead of inner_steps={steps}":
+            _outer(model, params, tasks, lr, 1, outer_lr, first_order) if with_steps else None,
+    })
     if not close(got, ref):
         raise Fail("values differ from θ − β ∇_θ mean_i L_query(θ′_i): adapt on support, evaluate on query")
 
@@ -97,17 +97,15 @@ def check_reptile_step(fn):
     theta, lr, steps, eps = P.detach(params), 0.05, 3, 0.3
     before = P.flatten(theta).clone()
     got = expect_params(call(fn, model, theta, tasks, F.mse_loss, lr, steps, eps), theta).detach()
-    _unchanged(theta, before)
+    expect_unchanged(theta, before)
     step = lambda k, e=eps: P.flatten(reptile.reptile_step(model, theta, tasks, F.mse_loss, lr, k, e))
-    if close(got, 2 * before - step(steps)):
-        raise Fail("wrong sign: Reptile moves θ toward the adapted φ_i, θ + ε (mean φ − θ)")
-    if close(got, step(steps, 1.0)):
-        raise Fail("you moved all the way to mean φ: scale the move by ε (outer_lr)")
-    if close(got, before + len(tasks) * (step(steps) - before)):
-        raise Fail("you summed over tasks: average the φ_i")
-    for k in (1, steps - 1, steps + 1):
-        if close(got, step(k)):
-            raise Fail(f"φ_i took {k} inner step(s) instead of inner_steps={steps}")
-    if not close(got, step(steps)):
+    ref = step(steps)
+    diagnose(got, {
+        "wrong sign: Reptile moves θ toward the adapted φ_i, θ + ε (mean φ − θ)": 2 * before - ref,
+        "you moved all the way to mean φ: scale the move by ε (outer_lr)": step(steps, 1.0),
+        "you summed over tasks: average the φ_i": before + len(tasks) * (ref - before),
+        **{f"φ_i took {k} inner step(s) instead of inner_steps={steps}": step(k) for k in (1, steps - 1, steps + 1)},
+    })
+    if not close(got, ref):
         raise Fail("values differ from θ + ε (mean_i φ_i − θ), φ_i = k SGD steps on task i's support set")
     return "reptile_step matches mamlkit.reptile.reptile_step"

@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from . import maml
-from . import params as P
-from .tasks import sine, sine_grid
+from .. import maml, reptile
+from .. import params as P
+from ..tasks import sine, sine_grid
 
 COLORS = {"maml": "C0", "fomaml": "C1", "reptile": "C2", "pretrain": "grey", "truth": "black", "support": "k"}
 LABELS = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "pretrain": "pretrained"}
@@ -84,6 +84,28 @@ def adapted_curves(model, params, task, inner_lr: float, steps=(0, 1, 10), loss_
             done = k
         out[k] = current
     return out
+
+
+def query_mse(model, params, task) -> float:
+    """The query MSE of one task with ``params`` (no graph): the number an adapted curve is labelled with."""
+    with torch.no_grad():
+        return float(F.mse_loss(P.forward(model, params, task.x_query), task.y_query))
+
+
+def meta_loss_and_slope(model, task, w: float, inner_lr: float, first_order: bool = False) -> tuple[float, float]:
+    """For a one-weight model (``weight`` of shape (1, 1)): the meta-loss L_query(w − α L′_support(w)) at
+    ``w`` and its slope, exact (MAML) or without the Hessian term (``first_order``, FOMAML)."""
+    params = {"weight": torch.tensor([[w]], dtype=torch.float64, requires_grad=True)}
+    loss = maml.maml_loss(model, params, task, F.mse_loss, inner_lr, first_order=first_order)
+    return loss.item(), torch.autograd.grad(loss, params["weight"])[0].item()
+
+
+def reptile_against_joint(model, theta, tasks, inner_lr: float, inner_steps: int, outer_lr: float):
+    """One Reptile step from ``theta`` and the same move made by ``inner_steps`` steps of joint training on
+    the pooled support sets, with the distance between them: ``(reptile, joint, gap)`` (equal for k = 1)."""
+    new = reptile.reptile_step(model, theta, tasks, F.mse_loss, inner_lr, inner_steps, outer_lr)
+    joint = P.lerp(theta, reptile.joint_step(model, theta, tasks, inner_lr, inner_steps), outer_lr)
+    return new, joint, float(P.norm(P.sub(new, joint)))
 
 
 def plot_adaptation(model, params, task, inner_lr: float = 0.01, steps=(0, 1, 10), ax=None, name="maml"):

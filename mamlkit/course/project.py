@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import maml
-from . import params as P
-from .checks import Fail, call, checker, close
-from .evaluation import evaluate
-from .models import MLP
-from .tasks import Task
+from .. import maml
+from .. import params as P
+from ..evaluation import evaluate
+from ..models import MLP
+from ..tasks import Task
+from .feedback import Fail, call, checker, close, first_line
 
 COEFFICIENTS = (-1.0, 1.0)  # quadratic tasks: y = a x² + b x + c with a, b, c ~ U[-1, 1]
 X_RANGE = (-2.0, 2.0)
@@ -147,7 +147,7 @@ def run(sample_tasks, hyperparameters) -> ProjectResult | None:
         print(f"❌ {e}")
         return None
     except Exception as e:  # e.g. a sampler that returns the wrong shapes
-        print(f"❌ meta-training failed: {type(e).__name__}: {str(e).strip().splitlines()[0]}")
+        print(f"❌ meta-training failed: {type(e).__name__}: {first_line(e)}")
         return None
     seconds = time.perf_counter() - start
     print(f"meta-trained for {hyper['meta_steps']} outer steps in {seconds:.1f} s")
