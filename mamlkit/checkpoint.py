@@ -11,12 +11,21 @@ import torch
 
 from .atomic import atomic_write
 
+SHIPPED = Path(__file__).resolve().parents[1] / "data"  # the checkpoints shipped with the course
 FORMAT = "mamlkit-checkpoint"
 VERSION = 1
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or was not written by mamlkit."""
+
+
+def shipped_checkpoint(algo: str, task: str = "sinusoid") -> Path:
+    """Path of a checkpoint shipped in ``data/`` (made by the command in ``data/README.md``)."""
+    path = SHIPPED / f"{task}-{algo}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the command in data/README.md to re-create it")
+    return path
 
 
 def save_checkpoint(state: dict, path) -> Path:

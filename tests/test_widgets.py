@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mamlkit import maml, models, reptile, tasks, training  # noqa: E402
+from mamlkit import evaluation, maml, models, reptile, tasks  # noqa: E402
 from mamlkit import params as P  # noqa: E402
 from mamlkit.checkpoint import save_checkpoint  # noqa: E402
 from mamlkit.course import notebook, plots, widgets  # noqa: E402
@@ -138,10 +138,10 @@ def test_plots_return_axes_with_course_colours():
     test = tasks.sine_test_tasks(8)
     ax = plots.plot_adaptation(model, P.get_params(model), test[0], 0.01, (0, 1, 10), name="reptile")
     assert [line.get_color() for line in ax.get_lines()][-3:] == ["C2"] * 3
-    result = training.evaluate(model, P.get_params(model), test, F.mse_loss, 0.01, 3)
+    result = evaluation.evaluate(model, P.get_params(model), test, F.mse_loss, evaluation.Protocol.sgd(0.01, 3))
     ax = plots.plot_eval({"maml": result, "pretrain": result})
     assert [line.get_color() for line in ax.get_lines()] == ["C0", "grey"]
-    history = {"iteration": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [float("nan"), 0.4]}
+    history = {"iteration": [1, 2], "train_loss": [1.0, 0.5], "val_metric": [float("nan"), 0.4]}
     assert plots.plot_learning_curve(history, name="fomaml").get_lines()[0].get_color() == "C1"
     lines = plots.plot_validation({"maml": history, "reptile": history}).get_lines()
     assert [line.get_color() for line in lines] == ["C0", "C2"] and list(lines[0].get_xdata()) == [2]  # NaNs skipped
@@ -187,7 +187,7 @@ def test_load_or_train_falls_back_and_caches(tmp_path, monkeypatch, capsys):
 
 def test_plot_eval_survives_a_diverged_task():
     per_task = torch.tensor([[2.0, 0.5, 0.4], [2.2, 0.6, float("nan")], [1.8, 0.4, 0.3]])
-    ax = plots.plot_eval({"maml": training.EvalResult([0, 1, 2], per_task, "mse")})
+    ax = plots.plot_eval({"maml": evaluation.EvalResult([0, 1, 2], per_task, "mse")})
     assert "1 task diverged" in ax.get_legend().get_texts()[0].get_text()
     low, high = ax.get_ylim()
     assert low == 0 and 2.0 < high < 4.0

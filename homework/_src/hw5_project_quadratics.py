@@ -77,8 +77,8 @@ _hidden_quadratic_tasks()
 #
 # The cell after yours meta-trains the MLP with MAML (second order, Adam outer steps, batched
 # tasks) on tasks drawn by **your** `quadratic_tasks`, with the hyperparameters your function
-# returns. Read `project.meta_train` (`project.meta_train??`): it is `maml.maml_step` in a loop, as
-# in notebook 04.
+# returns: `project.project_config` wraps your sampler as a task family (`mamlkit.families.Family`)
+# and `mamlkit.training.meta_train` trains on it, the same loop as in notebook 04.
 #
 # | key | symbol | meaning |
 # |---|---|---|

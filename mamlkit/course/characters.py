@@ -15,7 +15,7 @@ from torch import nn
 from .. import params as P
 from ..data.omniglot import Omniglot, OmniglotError, load_omniglot, split_classes
 from ..episodes import EpisodeSampler
-from ..evaluation import trajectory
+from ..inner import InnerLoop, by_name
 from ..models import Conv4
 from ..tasks import Task
 from .feedback import Fail, call, checker, diagnose, expect_tensor
@@ -49,12 +49,10 @@ def alphabet_task(data: Omniglot, alphabet: str, ways: int = 5, shots: int = 1, 
 def predictions(model: nn.Module, params: P.Params, task: Task, inner_lr: float, inner_steps: int,
                 inner_optimizer: str = "sgd") -> list[torch.Tensor]:
     """Predicted query labels after 0, 1, …, ``inner_steps`` adaptation steps on the support set."""
-    out = []
-    for phi in trajectory(model, params, task.x_support, task.y_support, F.cross_entropy, inner_lr, inner_steps,
-                          inner_optimizer):
-        with torch.no_grad():
-            out.append(P.forward(model, phi, task.x_query).argmax(-1))
-    return out
+    loop = InnerLoop(by_name(inner_optimizer, inner_lr), inner_steps)
+    path, _ = loop.trajectory(model, F.cross_entropy, params, task.x_support, task.y_support, graph=False)
+    with torch.no_grad():
+        return [P.forward(model, phi, task.x_query).argmax(-1) for phi in path]
 
 
 def train_from_scratch(task: Task, ways: int, steps: int = 100, lr: float = 0.01, seed: int = 0) -> float:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .. import maml, reptile
 from .. import params as P
+from ..inner import InnerLoop
 from .checks import setup
 from .feedback import Fail, call, checker, close, diagnose, expect_params, expect_unchanged
 
@@ -38,11 +39,8 @@ def check_adaptation_curve(fn):
 
 
 def maml_trajectory(model, params, x, y, inner_lr, inner_steps):
-    """The parameters after 0 … ``inner_steps`` first-order inner steps (no graph)."""
-    out = [P.detach(params)]
-    for _ in range(inner_steps):
-        out.append(P.detach(maml.inner_update(model, out[-1], x, y, F.mse_loss, inner_lr, first_order=True)))
-    return out
+    """The parameters after 0 … ``inner_steps`` SGD steps on the MSE (no graph)."""
+    return InnerLoop.sgd(inner_lr, inner_steps).trajectory(model, F.mse_loss, params, x, y, graph=False)[0]
 
 
 def _outer(model, params, tasks, lr, steps, outer_lr, first_order):

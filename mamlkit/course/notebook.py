@@ -18,13 +18,14 @@ import torch
 
 import mamlkit
 
+from ..checkpoint import SHIPPED
 from ..config import Config
-from ..training import DATA_DIR, Run, load_run, meta_train, resolve_device
+from ..training import Run, load_run, meta_train, resolve_device
 
 FAST = os.environ.get("MAMLKIT_FAST") == "1"
 # where load_or_train looks for sinusoid-{algo}.pt: data/, or a folder of your own runs
-CHECKPOINT_DIR = Path(os.environ.get("MAMLKIT_CHECKPOINTS", DATA_DIR))
-FALLBACK_DIR = DATA_DIR.parent / "runs" / "fallback"
+CHECKPOINT_DIR = Path(os.environ.get("MAMLKIT_CHECKPOINTS", SHIPPED))
+FALLBACK_DIR = SHIPPED.parent / "runs" / "fallback"
 FIGURE_DEFAULTS = {
     "figure.figsize": (4.8, 3.0),
     "figure.dpi": 90,
@@ -122,7 +123,7 @@ def load_or_train(algo: str, iterations: int | None = None, device="cpu", verbos
 
 def _short(path: Path) -> str:
     try:
-        return str(path.relative_to(DATA_DIR.parent))
+        return str(path.relative_to(SHIPPED.parent))
     except ValueError:
         return str(path)
 

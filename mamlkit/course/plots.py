@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .. import maml, reptile
 from .. import params as P
+from ..inner import InnerLoop
 from ..tasks import sine, sine_grid
 
 COLORS = {"maml": "C0", "fomaml": "C1", "reptile": "C2", "pretrain": "grey", "truth": "black", "support": "k"}
@@ -76,14 +77,9 @@ def plot_prediction(model, params, ax=None, name="maml", **kwargs):
 
 def adapted_curves(model, params, task, inner_lr: float, steps=(0, 1, 10), loss_fn=F.mse_loss) -> dict:
     """Parameters after each number of inner steps in ``steps`` (first order, detached): {k: params}."""
-    out, current, done = {}, P.detach(params), 0
-    for k in sorted(steps):
-        if k > done:
-            current = P.detach(maml.adapt(model, current, task.x_support, task.y_support, loss_fn, inner_lr,
-                                          k - done, first_order=True))
-            done = k
-        out[k] = current
-    return out
+    path, _ = InnerLoop.sgd(inner_lr, max(steps)).trajectory(model, loss_fn, params, task.x_support,
+                                                             task.y_support, graph=False)
+    return {k: path[k] for k in sorted(steps)}
 
 
 def query_mse(model, params, task) -> float:
@@ -123,7 +119,7 @@ def plot_learning_curve(history: dict, ax=None, name="maml"):
     """Training loss (line) and validation loss after adaptation (markers) against iterations."""
     ax = _axes(ax)
     ax.plot(history["iteration"], history["train_loss"], color=color(name), alpha=0.6, label=f"{label(name)} train")
-    val = [(i, v) for i, v in zip(history["iteration"], history["val_loss"]) if v == v]
+    val = [(i, v) for i, v in zip(history["iteration"], history["val_metric"]) if v == v]
     if val:
         ax.plot(*zip(*val), "o-", color=color(name), ms=4, label=f"{label(name)} validation")
     ax.set(xlabel="outer iteration", ylabel="loss (MSE)", yscale="log")
@@ -136,7 +132,7 @@ def plot_validation(histories: dict, ax=None, ylabel: str = "validation accuracy
     (``{"maml": run.history, ...}``; a checkpoint's ``history``)."""
     ax = _axes(ax)
     for name, history in histories.items():
-        val = [(i, v) for i, v in zip(history["iteration"], history["val_loss"]) if v == v]
+        val = [(i, v) for i, v in zip(history["iteration"], history["val_metric"]) if v == v]
         ax.plot(*zip(*val), "o-", color=color(name), ms=3, label=label(name))
     ax.set(xlabel="outer iteration", ylabel=ylabel)
     ax.legend()

@@ -15,15 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import maml
 from .. import params as P
-from ..evaluation import evaluate
+from .. import training
+from ..config import Config
+from ..evaluation import Protocol, evaluate
 from ..models import MLP
 from ..tasks import Task
+from .families import Quadratics
 from .feedback import Fail, call, checker, close, first_line
 
-COEFFICIENTS = (-1.0, 1.0)  # quadratic tasks: y = a x² + b x + c with a, b, c ~ U[-1, 1]
-X_RANGE = (-2.0, 2.0)
+COEFFICIENTS, X_RANGE = Quadratics.COEFFICIENTS, Quadratics.X_RANGE  # y = a x² + b x + c, a, b, c ~ U[-1, 1]
 SHOTS, QUERIES = 5, 10
 BUDGET = 8000  # meta_steps × meta_batch_size × inner_steps: a few seconds on a laptop CPU
 MAX_INNER_STEPS = 10
@@ -34,13 +35,7 @@ HYPERPARAMETERS = ("inner_lr", "inner_steps", "outer_lr", "meta_steps", "meta_ba
 
 def reference_quadratics(n: int, generator: torch.Generator, shots: int = SHOTS, queries: int = QUERIES) -> Task:
     """Quadratic tasks drawn the way assignment 5 asks, for validation; ``info`` holds (a, b, c)."""
-    coefficients = COEFFICIENTS[0] + (COEFFICIENTS[1] - COEFFICIENTS[0]) * torch.rand(n, 3, generator=generator,
-                                                                                        dtype=torch.float64)
-    x = X_RANGE[0] + (X_RANGE[1] - X_RANGE[0]) * torch.rand(n, shots + queries, 1, generator=generator,
-                                                            dtype=torch.float64)
-    a, b, c = (coefficients[:, i].reshape(-1, 1, 1) for i in range(3))
-    y = a * x**2 + b * x + c
-    return Task(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:], coefficients).to(dtype=torch.float32)
+    return Quadratics().sample(n, "test", shots, queries, generator)
 
 
 @checker
@@ -100,21 +95,15 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def meta_train(sample_tasks, inner_lr: float, inner_steps: int, outer_lr: float, meta_steps: int,
-               meta_batch_size: int, first_order: bool = False, seed: int = 0) -> tuple[nn.Module, P.Params]:
-    """MAML on the tasks ``sample_tasks(n, shots, queries, generator)`` draws: the paper's MLP, Adam
-    outer steps of ``outer_lr``, the same loop as ``mamlkit.training`` (notebook 04) in a few lines."""
-    torch.manual_seed(seed)
-    model = MLP((1, 40, 40, 1), init="torch")
-    theta = P.get_params(model)
-    optimizer = torch.optim.Adam(theta.values(), lr=outer_lr)
-    generator = torch.Generator().manual_seed(seed)
-    with one_thread():
-        for _ in range(meta_steps):
-            batch = sample_tasks(meta_batch_size, SHOTS, QUERIES, generator)
-            maml.maml_step(model, theta, optimizer, batch, F.mse_loss, inner_lr, inner_steps, first_order,
-                           batched=True)
-    return model, P.detach(theta)
+def project_config(sample_tasks, inner_lr: float, inner_steps: int, outer_lr: float, meta_steps: int,
+                   meta_batch_size: int, first_order: bool = False, seed: int = 0) -> Config:
+    """The learner's settings as a ``mamlkit.training.meta_train`` configuration on the tasks
+    ``sample_tasks(n, shots, queries, generator)`` draws (a ``Quadratics`` family around the sampler):
+    the paper's MLP with PyTorch's initialisation, Adam outer steps of ``outer_lr``, batched."""
+    return Config(task=Quadratics(sample_tasks), algo="fomaml" if first_order else "maml", iterations=meta_steps,
+                  inner_lr=inner_lr, inner_steps=inner_steps, outer_lr=outer_lr, meta_batch_size=meta_batch_size,
+                  shots=SHOTS, queries=QUERIES, seed=seed, init="torch", batched=True, val_every=meta_steps,
+                  val_tasks=2, checkpoint_every=meta_steps)
 
 
 def validate_hyperparameters(hyper) -> dict:
@@ -142,7 +131,9 @@ def run(sample_tasks, hyperparameters) -> ProjectResult | None:
     try:
         hyper = validate_hyperparameters(call(hyperparameters))
         start = time.perf_counter()
-        model, theta = meta_train(lambda *a: call(sample_tasks, *a), **hyper)
+        with one_thread():
+            run = training.meta_train(project_config(lambda *a: call(sample_tasks, *a), **hyper), progress=False)
+        model, theta = run.model, P.detach(P.get_params(run.model))
     except Fail as e:
         print(f"❌ {e}")
         return None
@@ -157,7 +148,7 @@ def run(sample_tasks, hyperparameters) -> ProjectResult | None:
 def adapted_mse(model: nn.Module, params: P.Params, tasks: Task, inner_lr: float, inner_steps: int) -> float:
     """Mean query MSE over ``tasks`` after ``inner_steps`` SGD steps of ``inner_lr`` on each support set."""
     with one_thread():
-        return evaluate(model, params, tasks, F.mse_loss, inner_lr, inner_steps).at(inner_steps)[0]
+        return evaluate(model, params, tasks, F.mse_loss, Protocol.sgd(inner_lr, inner_steps)).at(inner_steps)[0]
 
 
 @checker

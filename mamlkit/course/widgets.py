@@ -17,10 +17,11 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .. import params as P
-from ..evaluation import trajectory
+from ..inner import InnerLoop
 from ..maml import gradient_agreement
 from ..tasks import Task, sine_tasks
 from . import plots
+from .families import Lines
 
 SLIDER = dict(continuous_update=False, style={"description_width": "initial"})
 
@@ -175,12 +176,8 @@ def first_order_explorer(model, tasks, inner_lr: float = 0.01, steps: int = 1) -
 
 
 def line_tasks(n: int = 4, shots: int = 5, seed: int = 0) -> Task:
-    """Linear regression tasks y = a x + c (a ~ U[-2, 2], c ~ U[-1, 1]) for a 2-parameter picture."""
-    g = torch.Generator().manual_seed(seed)
-    a, c = 4 * torch.rand(n, 1, 1, generator=g) - 2, 2 * torch.rand(n, 1, 1, generator=g) - 1
-    x = 4 * torch.rand(n, 2 * shots, 1, generator=g) - 2
-    y = a * x + c
-    return Task(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:], torch.cat([a, c], 1)[:, :, 0])
+    """Linear regression tasks (``course.families.Lines``) for a 2-parameter picture."""
+    return Lines().sample(n, "train", shots, shots, torch.Generator().manual_seed(seed))
 
 
 def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
@@ -195,7 +192,8 @@ def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
 
     def draw(ax, outer_lr, inner_steps, inner_lr):
         for i, task in enumerate(tasks):
-            path = list(trajectory(model, theta, task.x_support, task.y_support, F.mse_loss, inner_lr, inner_steps))
+            path, _ = InnerLoop.sgd(inner_lr, inner_steps).trajectory(model, F.mse_loss, theta, task.x_support,
+                                                                      task.y_support, graph=False)
             ax.plot(*zip(*map(xy, path)), "-", color=plots.color("reptile"), alpha=0.4, lw=1)
             ax.plot(*xy(path[-1]), "o", color=plots.color("reptile"), ms=3)
             ax.plot(*task.info.tolist(), "*", color=f"C{3 + i}", ms=10, label=f"task {i} optimum")

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib import pyplot as plt
 
-from mamlkit import params, tasks, training
+from mamlkit import evaluation, params, tasks, training
 from mamlkit.config import Config
 from mamlkit.course import checks, plots, widgets
 from mamlkit.course.notebook import fast, load_or_train, setup_notebook
@@ -57,7 +57,7 @@ configs = {algo: Config(algo=algo, iterations=iterations, val_every=iterations /
            for algo in ["maml", "pretrain"]}
 short = {algo: training.meta_train(config, device=device, progress=False) for algo, config in configs.items()}
 for algo, run in short.items():
-    print(f"{algo:9s} validation MSE after 1 step: {run.history['val_loss'][-1]:.3f}")
+    print(f"{algo:9s} validation MSE after 1 step: {run.history['val_metric'][-1]:.3f}")
 
 # %% [markdown]
 # The training loss (the query loss after one inner step, averaged over the meta-batch) and the
@@ -113,12 +113,12 @@ axes[0].set(ylim=(-6, 6));
 # One task proves nothing. The test protocol: the same 600 test tasks for every method (5 support,
 # 100 query points each, a seed training never used), the same adaptation (1 to 10 steps,
 # $\alpha = 0.01$), and the query MSE reported as mean $\pm$ 95% confidence interval
-# $\bar e \pm 1.96\, s / \sqrt{n}$ over tasks. `training.evaluate` does all that.
+# $\bar e \pm 1.96\, s / \sqrt{n}$ over tasks. `evaluation.evaluate` does all that.
 
 # %%
 test = tasks.sine_test_tasks(fast(600, 100))
-results = {algo: training.evaluate(run.model, params.get_params(run.model), test, F.mse_loss, inner_lr=0.01,
-                                   inner_steps=10)
+results = {algo: evaluation.evaluate(run.model, params.get_params(run.model), test, F.mse_loss,
+                                     evaluation.Protocol.sgd(inner_lr=0.01, inner_steps=10))
            for algo, run in full.items()}
 for algo, result in results.items():
     cells = "  ".join(f"{k} steps: {result.at(k)[0]:.3f} ± {result.at(k)[1]:.3f}" for k in (0, 1, 10))

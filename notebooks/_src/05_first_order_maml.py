@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib import pyplot as plt
 
-from mamlkit import maml, models, params, reptile, tasks, training
+from mamlkit import evaluation, maml, models, params, reptile, tasks
 from mamlkit.course import checks, plots, widgets
 from mamlkit.course.notebook import fast, load_or_train, measure_cost, setup_notebook
 
@@ -140,7 +140,8 @@ assert max(memory["fomaml"]) < 1.2 * min(memory["fomaml"]) and max(memory["repti
 
 # %%
 test = tasks.sine_test_tasks(fast(600, 100))
-results = {algo: training.evaluate(run.model, params.get_params(run.model), test, F.mse_loss, 0.01, 10)
+results = {algo: evaluation.evaluate(run.model, params.get_params(run.model), test, F.mse_loss,
+                                     evaluation.Protocol.sgd(0.01, 10))
            for algo, run in runs.items()}
 for algo, result in results.items():
     print(f"{algo:7s}", "  ".join(f"{k} steps: {result.at(k)[0]:.3f} ± {result.at(k)[1]:.3f}" for k in (0, 1, 10)))

@@ -15,7 +15,7 @@
 import torch
 import torch.nn.functional as F
 
-from mamlkit import models, params, reptile, tasks
+from mamlkit import inner, models, params, reptile, tasks
 from mamlkit.config import Config
 from mamlkit.course import checks, widgets
 from mamlkit.course.notebook import setup_notebook
@@ -44,7 +44,8 @@ meta_batch = tasks.sample_sine_tasks(5, shots=10, queries=10, generator=torch.Ge
                                      dtype=torch.float64)
 inner_lr, inner_steps, outer_lr = 0.01, 5, 0.5   # α, k, ε
 
-phis = [reptile.adapt_task(model, theta, task, F.mse_loss, inner_lr, inner_steps) for task in meta_batch]  # φ_i
+loop = inner.InnerLoop.sgd(inner_lr, inner_steps)                                                        # k SGD steps of α
+phis = [reptile.adapt_task(model, theta, task, F.mse_loss, loop)[0] for task in meta_batch]                # φ_i
 by_hand = params.lerp(theta, params.mean(phis), outer_lr)                                                 # θ + ε(φ̄ − θ)
 library = reptile.reptile_step(model, theta, meta_batch, F.mse_loss, inner_lr, inner_steps, outer_lr)
 for name in theta:
@@ -114,7 +115,7 @@ config = Config(algo="reptile").resolved()
 # step 0.001), 5 steps on mini-batches of 10 images, and meta-batches of 5 tasks. One detail of that code
 # matters a lot: between tasks it resets only the network's weights, so the inner Adam's running
 # estimate of the squared gradients (and its step count) **carries over from task to task**, and the test
-# tasks are fine-tuned from it too. `mamlkit.adam.AdamState` is that state; `keep_inner_state=True` (the
+# tasks are fine-tuned from it too. `mamlkit.inner.AdamState` is that state; `keep_inner_state=True` (the
 # default here) keeps it in the run and in its checkpoint. In the README's table it is worth several
 # points of accuracy over a fresh Adam for every task.
 

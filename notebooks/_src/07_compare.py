@@ -13,7 +13,7 @@
 import torch.nn.functional as F
 from matplotlib import pyplot as plt
 
-from mamlkit import params, tasks, training
+from mamlkit import evaluation, params, tasks
 from mamlkit.course import checks, plots, widgets
 from mamlkit.course.notebook import fast, load_or_train, setup_notebook
 
@@ -49,8 +49,8 @@ for algo, run in runs.items():
 
 # %%
 test = tasks.sine_test_tasks(fast(600, 100))
-results = {algo: training.evaluate(run.model, params.get_params(run.model), test, F.mse_loss, inner_lr=0.01,
-                                   inner_steps=10)
+results = {algo: evaluation.evaluate(run.model, params.get_params(run.model), test, F.mse_loss,
+                                     evaluation.Protocol.sgd(inner_lr=0.01, inner_steps=10))
            for algo, run in runs.items()}
 print(f"{'':9s}" + "".join(f"{f'{k} steps':>17s}" for k in (0, 1, 5, 10)))
 for algo, result in results.items():
@@ -118,7 +118,7 @@ explorer
 # Back to the athlete of notebook 00: the algorithms are the coach, the model is the athlete, and
 # any athlete will do.
 # None of this code knew it was fitting sine waves with an MLP: `maml.maml_loss`, `reptile.reptile_step`
-# and `training.evaluate` take any model and any loss. Notebook **08_characters** runs the same
+# and `evaluation.evaluate` take any model and any loss. Notebook **08_characters** runs the same
 # algorithms on few-shot recognition of handwritten characters (Omniglot) with a CNN: adapting a
 # classifier to new characters from one or five examples each.
 

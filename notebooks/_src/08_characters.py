@@ -68,10 +68,10 @@ if ready:
 # meta-training, three at meta-test).
 
 # %%
-model, config = training.load_model(training.shipped_checkpoint("maml", task="omniglot"), device)
+model, config = training.load_model(checkpoint.shipped_checkpoint("maml", task="omniglot"), device)
 theta = params.get_params(model)
 print(f"{config.algo}, {config.ways}-way {config.shots}-shot, α = {config.inner_lr}, trained for", end=" ")
-print(torch.load(training.shipped_checkpoint("maml", task="omniglot"), weights_only=True, map_location="cpu")["iteration"], "iterations")
+print(torch.load(checkpoint.shipped_checkpoint("maml", task="omniglot"), weights_only=True, map_location="cpu")["iteration"], "iterations")
 
 # %% [markdown]
 # How the three shipped Omniglot models got there: accuracy on 100 fixed validation tasks (from the validation
@@ -79,7 +79,7 @@ print(torch.load(training.shipped_checkpoint("maml", task="omniglot"), weights_o
 # SGD steps; Reptile, whose inner loop is Adam, with 50 Adam steps (its own paper's protocol).
 
 # %%
-histories = {algo: checkpoint.load_checkpoint(training.shipped_checkpoint(algo, task="omniglot"))["history"]
+histories = {algo: checkpoint.load_checkpoint(checkpoint.shipped_checkpoint(algo, task="omniglot"))["history"]
              for algo in ["maml", "fomaml", "reptile"]}
 ax = plots.plot_validation(histories)
 ax.set(ylim=(0.8, 1.0), title="5-way 1-shot Omniglot, validation accuracy");
