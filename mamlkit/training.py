@@ -6,7 +6,6 @@ Introduced in notebook 04_maml.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +17,13 @@ from . import distributed, maml, reptile
 from . import params as P
 from .adam import AdamState
 from .batched import check_batchable, prefer_batched
-from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (load_checkpoint is API)
+from .checkpoint import broken_content, load_checkpoint, load_run_state, save_checkpoint  # noqa: F401 (API)
 from .config import Config, eval_protocol
+from .divergence import DivergenceGuard, TrainingDiverged  # noqa: F401  (TrainingDiverged is API)
 from .evaluation import EvalResult, evaluate  # noqa: F401  (part of this module's API)
 from .families import VAL_SEED, TrainingTasks, build_model, fixed_tasks, loss_function, metric_name  # noqa: F401
+from .interrupt import Stop
+from .resume import continue_with
 from .tasks import Task
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -33,10 +35,6 @@ def shipped_checkpoint(algo: str, task: str = "sinusoid") -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run the command in data/README.md to re-create it")
     return path
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss (or the parameters) became non-finite."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -102,18 +100,19 @@ def new_run(config: Config, device="cpu") -> Run:
 
 def load_run(path, device="cpu", iterations: int | None = None) -> Run:
     """Rebuild a run from a checkpoint (optionally extending its number of iterations)."""
-    state = load_checkpoint(path)  # on the CPU: RNG states must stay CPU tensors; the model moves below
-    config = Config.from_dict(state["config"])
-    if iterations is not None:
-        config = Config.from_dict({**config.to_dict(), "iterations": iterations})
-    run = new_run(config, device)
-    run.model.load_state_dict(state["model"])
-    if run.optimizer is not None:
-        run.optimizer.load_state_dict(state["optimizer"])
-    run.generator.set_state(state["rng"]["tasks"])
-    run.iteration, run.history = state["iteration"], state["history"]
-    if run.inner_state is not None and state.get("inner_state") is not None:  # older checkpoints: a fresh state
-        run.inner_state = AdamState.from_state_dict(state["inner_state"], device)
+    state = load_run_state(path)  # on the CPU: RNG states must stay CPU tensors; the model moves below
+    with broken_content(path):  # wrong shapes or types: one CheckpointError line
+        config = Config.from_dict(state["config"])
+        if iterations is not None:
+            config = Config.from_dict({**config.to_dict(), "iterations": iterations})
+        run = new_run(config, device)
+        run.model.load_state_dict(state["model"])
+        if run.optimizer is not None:
+            run.optimizer.load_state_dict(state["optimizer"])
+        run.generator.set_state(state["rng"]["tasks"])
+        run.iteration, run.history = state["iteration"], state["history"]
+        if run.inner_state is not None and state.get("inner_state") is not None:  # older checkpoints: fresh state
+            run.inner_state = AdamState.from_state_dict(state["inner_state"], device)
     return run
 
 
@@ -184,18 +183,23 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, pro
     """Train with ``config``; checkpoint to ``out`` every ``checkpoint_every`` iterations.
 
     With ``resume=True`` and an existing ``out``, continue from it: the result equals an
-    uninterrupted run. A non-finite loss raises ``TrainingDiverged`` before anything is saved.
-    ``max_minutes`` stops early (checkpointed, resumable) once that much wall time has passed.
+    uninterrupted run; the settings ``resume.continue_with`` allows may differ from the checkpoint's. A non-finite
+    or exploding loss or state raises ``TrainingDiverged`` (``divergence``) before it is saved.
+    ``max_minutes`` stops early (checkpointed, resumable) once that much wall time has passed; so does
+    a SIGINT or SIGTERM under ``interrupt.stop_on_signals``.
     """
-    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    stop = Stop(max_minutes)
     device = resolve_device(device)
     config = config.resolved()
     resuming = resume and out is not None and Path(out).exists()
     run = load_run(out, device, config.iterations) if resuming else new_run(config, device)
+    if resuming:
+        continue_with(run, config)  # refuses settings that may not change on resume
     cfg = run.config
     batched = use_batched(cfg, run.model)
     source = TrainingTasks(cfg, device)
     val_tasks = fixed_tasks(cfg, "val", cfg.val_tasks, eval_protocol(cfg.task, cfg.algo, cfg.ways)["shots"], device)
+    guard = DivergenceGuard(run, val_tasks, loss_function(cfg.task))
     losses: list[Tensor] = []
     bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not (progress and distributed.is_main()),
                desc=cfg.algo)
@@ -203,9 +207,9 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, pro
         losses.append(outer_step(run, source.sample(cfg.meta_batch_size, run.generator), batched))
         run.iteration += 1
         bar.update(1)
-        done = run.iteration == cfg.iterations or (
-            deadline is not None and distributed.any_true(time.monotonic() > deadline))
+        done = run.iteration == cfg.iterations or stop.due()
         if len(losses) == log_every or done or run.iteration % cfg.checkpoint_every == 0:
+            guard.check(run, torch.stack(losses))  # before any save: never a diverged checkpoint
             _log(run, torch.stack(losses), val_tasks, done, bar)
             losses = []
         if out is not None and distributed.is_main() and (done or run.iteration % cfg.checkpoint_every == 0):
@@ -218,12 +222,6 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, pro
 
 def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
     cfg = run.config
-    bad = (~torch.isfinite(losses)).nonzero()
-    if len(bad):
-        it = run.iteration - len(losses) + int(bad[0]) + 1
-        raise TrainingDiverged(
-            f"training diverged at iteration {it}: the loss became non-finite. Lower --inner-lr "
-            f"(now {cfg.inner_lr}) or --outer-lr (now {cfg.outer_lr}); the last checkpoint was kept")
     run.history["iteration"].append(run.iteration)
     run.history["train_loss"].append(float(losses.mean()))
     val = validate(run, val_tasks) if run.iteration % cfg.val_every == 0 or done else float("nan")
