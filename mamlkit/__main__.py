@@ -5,17 +5,33 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
+import os
+import re
+import shlex
+import signal
 import sys
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from . import __version__, families
-from .checkpoint import CheckpointError
+from .atomic import remove_stale_temporaries
+from .checkpoint import CheckpointError, load_run_state
 from .config import ALGOS, Config
-from .data.omniglot import SPLITS, OmniglotError
+from .data.omniglot import SPLITS, OmniglotError, default_data_dir
 from .distributed import init_from_env, is_main
+from .divergence import TrainingDiverged
 from .inner import OPTIMIZERS
-from .training import TrainingDiverged, evaluate_checkpoint, meta_train, resolve_device
+from .interrupt import received, stop_on_signals
+from .outpath import OutPathError, check_out
+from .resume import merge
+from .runlock import run_lock
+from .training import evaluate_checkpoint, meta_train, resolve_device
+
+MAX_SEED = 2**63 - 1
 
 
 def _paper(key: str) -> str:
@@ -39,15 +55,22 @@ def import_families(argv) -> None:
                 raise SystemExit(f"error: --import {name}: {e}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported as one ``error:`` line like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mamlkit", description=__doc__)
+    parser = _Parser(prog="python -m mamlkit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mamlkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="meta-train a model and save checkpoints")
-    t.add_argument("--task", default="sinusoid", choices=list(families.REGISTRY),
-                   help="task family (your own: --import MODULE that registers it)")
-    t.add_argument("--algo", default="maml", choices=ALGOS)
+    t.add_argument("--task", choices=list(families.REGISTRY), help="task family, default: sinusoid (on --resume: "
+                   "the checkpoint's; your own: --import MODULE that registers it)")
+    t.add_argument("--algo", choices=ALGOS, help="default: maml (on --resume: the checkpoint's)")
     t.add_argument("--iterations", type=int, help=_paper("iterations"))
     t.add_argument("--inner-lr", type=float, help="α, " + _paper("inner_lr"))
     t.add_argument("--outer-lr", type=float, help="β (ε for Reptile), " + _paper("outer_lr"))
@@ -55,22 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--meta-batch-size", type=int, help=_paper("meta_batch_size"))
     t.add_argument("--shots", type=int, help="K support points per task, " + _paper("shots"))
     t.add_argument("--queries", type=int, help=_paper("queries"))
-    t.add_argument("--ways", type=int, default=5, help="N classes per task (omniglot; default 5; from "
+    t.add_argument("--ways", type=int, help="N classes per task (omniglot; default 5; from "
                    f"{families.WIDE_WAYS} on, the papers' 20-way hyper-parameters are the defaults)")
-    t.add_argument("--split", default="maml", choices=SPLITS, help="omniglot character split")
+    t.add_argument("--split", choices=SPLITS, help="omniglot character split (default maml)")
     t.add_argument("--inner-optimizer", choices=list(OPTIMIZERS), help="Reptile's inner optimizer (" + _paper(
         "inner_optimizer") + ")")
     t.add_argument("--inner-batch", type=int, help="Reptile: examples per inner step (default: 10 for "
                    "Omniglot as the Reptile code, else the whole support set)")
-    t.add_argument("--fresh-inner-state", action="store_true", help="Reptile with Adam: a fresh inner Adam for "
-                   "every task (default: its state carried from task to task, as the Reptile code)")
-    t.add_argument("--no-anneal", action="store_true", help="Reptile: keep ε constant (default: linear to 0)")
+    t.add_argument("--fresh-inner-state", action="store_true", default=None, help="Reptile with Adam: a fresh "
+                   "inner Adam for every task (default: its state carried from task to task, as the Reptile code)")
+    t.add_argument("--no-anneal", action="store_true", default=None,
+                   help="Reptile: keep ε constant (default: linear to 0)")
     t.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="adapt the meta-batch as one vmap computation (default: when the model allows it)")
-    t.add_argument("--val-every", type=int, default=1000)
-    t.add_argument("--val-tasks", type=int, default=100, help="fixed validation tasks (default 100)")
-    t.add_argument("--checkpoint-every", type=int, default=1000)
-    t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--val-every", type=int, help="validate every N iterations (default 1000)")
+    t.add_argument("--val-tasks", type=int, help="fixed validation tasks (default 100)")
+    t.add_argument("--checkpoint-every", type=int, help="save every N iterations (default 1000)")
+    t.add_argument("--resume", action="store_true", help="continue from --out if it exists, with its settings; "
+                   "only --iterations, --max-minutes, --data-dir, --device, --no-progress, --val-every, "
+                   "--checkpoint-every and (with a warning) --inner-lr / --outer-lr may change")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out with a new run")
     t.add_argument("--max-minutes", type=float, help="stop (checkpointed, resumable) after this much wall time")
     _common(t)
     t.add_argument("--out", help="checkpoint path (default: runs/TASK-ALGO-seedSEED.pt)")
@@ -94,55 +121,230 @@ def build_parser() -> argparse.ArgumentParser:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="Omniglot folder (default: $MAMLKIT_DATA/omniglot or data/omniglot)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="random seed, 0 to 2**63 - 1 (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--import", metavar="MODULE", help="import MODULE first (it registers your task families)")
 
 
-def train(args) -> None:
-    config = Config(task=args.task, algo=args.algo, iterations=args.iterations, inner_lr=args.inner_lr,
-                    outer_lr=args.outer_lr, inner_steps=args.inner_steps, meta_batch_size=args.meta_batch_size,
-                    shots=args.shots, queries=args.queries, seed=args.seed, inner_optimizer=args.inner_optimizer,
-                    inner_batch=args.inner_batch, keep_inner_state=False if args.fresh_inner_state else None,
-                    anneal=not args.no_anneal, batched=args.batched, val_every=args.val_every, val_tasks=args.val_tasks,
-                    ways=args.ways, split=args.split, data_dir=args.data_dir,
-                    checkpoint_every=args.checkpoint_every).resolved()
-    out = args.out or f"runs/{config.task}-{config.algo}-seed{config.seed}.pt"
-    run = meta_train(config, out, args.device, args.resume, progress=not args.no_progress,
-                     max_minutes=args.max_minutes)
-    if is_main():
-        print(f"saved {out} after {run.iteration} iterations; validation metric {run.history['val_metric'][-1]:.4f}")
+# Config fields set by a train flag of the same name (others: see ``_asked``).
+_FLAGS = ("task", "algo", "iterations", "inner_lr", "outer_lr", "inner_steps", "meta_batch_size", "shots", "queries",
+          "seed", "inner_optimizer", "inner_batch", "batched", "val_every", "val_tasks", "ways", "split",
+          "checkpoint_every")
+_NEW_RUN = dict(task="sinusoid", algo="maml", seed=0, ways=5, split="maml", val_every=1000, val_tasks=100,
+                checkpoint_every=1000)
 
 
-def evaluate(args) -> None:
+def _flag(name: str) -> str:
+    return {"keep_inner_state": "--fresh-inner-state", "anneal": "--no-anneal"}.get(name,
+                                                                                     f"--{name.replace('_', '-')}")
+
+
+def _asked(args) -> dict:
+    """The Config fields the user set explicitly (``None``: not given)."""
+    asked = {name: getattr(args, name) for name in _FLAGS}
+    asked["keep_inner_state"] = False if args.fresh_inner_state else None
+    asked["anneal"] = False if args.no_anneal else None
+    return asked
+
+
+def _check_common(args) -> None:
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
+    device = str(args.device)
+    if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
+        raise ValueError(f"--device {device} is not supported: use auto, cpu or cuda (cuda:N for the N-th GPU)")
+    if device.startswith("cuda:") and torch.cuda.is_available() and int(device[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         "numbered from 0")
+
+
+def _check_train(args) -> None:
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
+        raise ValueError(f"--max-minutes must be a finite number of minutes > 0, got {args.max_minutes}")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the checkpoint at --out and --overwrite replaces it: choose one")
+
+
+def _resume_command(out, args) -> str:
+    """The command that continues the run saved at ``out`` (its settings come from the checkpoint)."""
+    extra = "" if args.data_dir is None else f" --data-dir {shlex.quote(str(args.data_dir))}"
+    if args.device_asked != "auto":
+        extra += f" --device {args.device_asked}"
+    return f"python -m mamlkit train --resume --out {shlex.quote(str(out))}{extra}"
+
+
+def _saved_iteration(out) -> int | None:
+    try:
+        return int(torch.load(out, map_location="cpu", weights_only=True)["iteration"])
+    except Exception:
+        return None
+
+
+def _checkpoint_note(args) -> str:
+    """What ``--out`` holds now, for a message after a failure: never claims a checkpoint that is not there."""
+    out = getattr(args, "out_path", None)
+    if out is None or not Path(out).is_file():
+        return "no checkpoint was written"
+    iteration = _saved_iteration(out)
+    if iteration is None:
+        return f"{out} is there but unreadable"
+    before = getattr(args, "out_before", None)
+    changed = before is None or _signature(out) != before
+    if not changed and not args.resume:
+        return f"{out} still holds the run it was to replace (iteration {iteration}); this run saved nothing"
+    return f"{out} holds iteration {iteration}: continue with `{_resume_command(out, args)}`"
+
+
+def _signature(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def train(args) -> int:
+    _check_common(args)
+    _check_train(args)
+    asked = _asked(args)
+    main_process = is_main()
+    out = Path(args.out or "runs/{}-{}-seed{}.pt".format(*(asked[k] or _NEW_RUN[k] for k in ("task", "algo", "seed"))))
+    args.out_path = out
+    with ExitStack() as stack:
+        if main_process:
+            check_out(out, args.resume, args.overwrite)
+            try:
+                stack.enter_context(run_lock(out))
+            except OSError as e:
+                raise OutPathError(f"cannot write beside --out {out} ({e.strerror}); choose an --out in a folder you "
+                                   "can write") from e
+            remove_stale_temporaries(out)  # left by a killed run; we hold the lock, so nobody writes them now
+        args.out_before = _signature(out)
+        stack.enter_context(stop_on_signals())
+        resuming = args.resume and out.is_file()
+        if resuming:
+            config = _resume_config(out, asked, args)
+        else:
+            if args.resume:
+                print(f"note: no checkpoint at {out} yet: starting a new run there", file=sys.stderr)
+            config = Config(**{**_NEW_RUN, **{k: v for k, v in asked.items() if v is not None},
+                               "data_dir": args.data_dir}).resolved()
+        if config.algo != "reptile" and config.inner_optimizer != "sgd":
+            raise ValueError(f"--inner-optimizer {config.inner_optimizer} is Reptile's inner optimizer; {config.algo} "
+                             "adapts with SGD as in the paper: drop --inner-optimizer, or use --algo reptile")
+        run = meta_train(config, out, args.device, resuming, progress=not args.no_progress,
+                         max_minutes=args.max_minutes)
+    if not main_process:
+        return 0
+    metric = run.history["val_metric"][-1] if run.history["val_metric"] else float("nan")
+    signum = received()
+    if signum is not None:
+        print(f"interrupted by {signal.Signals(signum).name}: saved {out} at iteration {run.iteration} of "
+              f"{run.config.iterations}; continue with `{_resume_command(out, args)}`", file=sys.stderr)
+        return 128 + signum
+    print(f"saved {out} after {run.iteration} iterations; validation metric {metric:.4f}")
+    if run.iteration < run.config.iterations:
+        print(f"stopped at the --max-minutes limit; continue with `{_resume_command(out, args)}`")
+    return 0
+
+
+def _resume_config(out, asked: dict, args) -> Config:
+    """The checkpoint's configuration with the changes ``resume.merge`` allows; the data location is the
+    one given now (or the default), never the path stored in the checkpoint."""
+    state = load_run_state(out)
+    stored = Config.from_dict(state["config"])
+    config, warnings = merge(stored, asked, out, flag=_flag)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    done = state["iteration"]
+    if config.iterations <= done:
+        given = "" if asked["iterations"] is None else f" (--iterations {asked['iterations']})"
+        raise ValueError(f"{out} has already done {done} of its {config.iterations} iterations{given}: pass "
+                         f"--iterations N with N > {done} to train it further")
+    if config.algo == "reptile" and config.anneal and config.iterations != stored.iterations:
+        print(f"note: Reptile's ε is now annealed to 0 over {config.iterations} iterations instead of "
+              f"{stored.iterations}", file=sys.stderr)
+    return replace(config, data_dir=args.data_dir)
+
+
+def _check_evaluate(args) -> None:
+    _check_common(args)
+    if args.tasks < 1:
+        raise ValueError(f"--tasks must be an integer >= 1, got {args.tasks}")
+    if args.steps and min(args.steps) < 0:
+        raise ValueError(f"--steps must be integers >= 0 (0: before fine-tuning), got {args.steps}")
+    if args.shots is not None and args.shots < 1:
+        raise ValueError(f"--shots must be an integer >= 1, got {args.shots}")
+
+
+def evaluate(args) -> int:
+    _check_evaluate(args)
+    # The data location is the one given (or the default), never a path stored in a checkpoint.
+    data_dir = args.data_dir or str(default_data_dir())
     rows = []
     for path in args.checkpoints:
         steps = args.steps or []
+        most = max(steps) if steps else None
         protocol = dict(shots=args.shots, inner_lr=args.inner_lr, inner_optimizer=args.inner_optimizer,
-                        inner_steps=max(steps) if steps else None)
-        row = evaluate_checkpoint(path, args.tasks, args.device, data_dir=args.data_dir,
+                        inner_steps=None if most is None else max(most, 1))  # --steps 0: no step is scored
+        row = evaluate_checkpoint(path, args.tasks, args.device, data_dir=data_dir,
                                   transductive=not args.non_transductive, report=steps or None, **protocol)
+        if most is not None:
+            row["protocol"]["inner_steps"] = most
         row["steps"] = steps or ([1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]])
         rows.append(row)
     if args.json:
-        print(json.dumps([{**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "ways", "protocol", "tasks")},
-                           "steps": {s: {k: r[k][r["scored"].index(s)] for k in ("mean", "ci95", "median", "diverged")}
-                                     for s in r["steps"]}}
-                          for r in rows], indent=2))
-        return
+        print(json.dumps([_json_row(r) for r in rows], indent=2, allow_nan=False))
+        return 0
+    groups: dict = {}  # one table per task family, metric and steps: each in its own units
     for r in rows:
-        p = r["protocol"]
-        ways = f"{r['ways']}-way " if r["ways"] else ""
-        print(f"{r['checkpoint']} ({r['task']}, {r['algo']}): {r['metric']} on {args.tasks} fixed test tasks, "
-              f"{ways}{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']}"
-              f"{'' if p['transductive'] else ', each query on its own'} (mean ± 95% CI)")
-    steps = rows[0]["steps"]
-    scale = 100 if rows[0]["metric"] == "accuracy" else 1
-    print("| checkpoint | algo | " + " | ".join(f"{s} step{'s' * (s != 1)}" for s in steps) + " |")
-    print("|---|---|" + "---|" * len(steps))
-    for r in rows:
-        cells = " | ".join(_cell(r, s, scale) for s in steps)
-        print(f"| {r['checkpoint']} | {r['algo']} | {cells} |")
+        groups.setdefault((r["task"], r["metric"], tuple(r["steps"])), []).append(r)
+    for n, ((_, metric, steps), group) in enumerate(groups.items()):
+        if n:
+            print()
+        for r in group:
+            p = r["protocol"]
+            ways = f"{r['ways']}-way " if r["ways"] else ""
+            print(f"{r['checkpoint']} ({r['task']}, {r['algo']}): {r['metric']} on {args.tasks} fixed test tasks, "
+                  f"{ways}{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']}"
+                  f"{'' if p['transductive'] else ', each query on its own'} (mean ± 95% CI)")
+        scale = 100 if metric == "accuracy" else 1
+        print("accuracy in %:" if metric == "accuracy" else f"{metric.upper()}:")
+        print("| checkpoint | algo | " + " | ".join(f"{s} step{'s' * (s != 1)}" for s in steps) + " |")
+        print("|---|---|" + "---|" * len(steps))
+        for r in group:
+            cells = " | ".join(_cell(r, s, scale) for s in steps)
+            print(f"| {r['checkpoint']} | {r['algo']} | {cells} |")
+    if args.tasks == 1:
+        print("note: one test task gives no confidence interval (± n/a); use --tasks 2 or more")
+    return 0
+
+
+def _finite(x):
+    return x if isinstance(x, float) and math.isfinite(x) else None
+
+
+def _json_row(r: dict) -> dict:
+    """A row as strict JSON: a mean over tasks of which some diverged (non-finite) is ``null``, with the
+    number of diverged tasks and the median beside it; a CI of one task is ``null``."""
+    steps = {}
+    for s in r["steps"]:
+        i = r["scored"].index(s)
+        cell = {k: _finite(r[k][i]) for k in ("mean", "ci95", "median")}
+        cell["diverged"] = r["diverged"][i]
+        steps[s] = cell
+    row = {**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "ways", "protocol", "tasks")}, "steps": steps}
+    row["protocol"] = {k: (_finite(v) if isinstance(v, float) else v) for k, v in r["protocol"].items()}
+    row["diverged"] = max(r["diverged"]) if r["diverged"] else 0
+    notes = []
+    if row["diverged"]:
+        notes.append(f"up to {row['diverged']} of {r['tasks']} tasks diverged (non-finite): their mean is null; "
+                     "see median")
+    if r["tasks"] == 1:
+        notes.append("one test task: no confidence interval (ci95 is null)")
+    if notes:
+        row["note"] = "; ".join(notes)
+    return row
 
 
 def _cell(r: dict, step: int, scale: float) -> str:
@@ -150,7 +352,8 @@ def _cell(r: dict, step: int, scale: float) -> str:
     if step not in r["scored"]:
         return "—"
     i = r["scored"].index(step)
-    text = f"{scale * r['mean'][i]:.3f} ± {scale * r['ci95'][i]:.3f}"
+    ci = r["ci95"][i]
+    text = f"{scale * r['mean'][i]:.3f} ± {'n/a' if ci != ci else f'{scale * ci:.3f}'}"
     if r["diverged"][i]:
         text = f"{text} ({r['diverged'][i]}/{r['tasks']} tasks diverged; median {scale * r['median'][i]:.3f})"
     return text
@@ -160,18 +363,35 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     import_families(argv)
     args = build_parser().parse_args(argv)
-    torch.manual_seed(args.seed)
+    args.device_asked = args.device
     try:
-        args.device = init_from_env(args.device)
+        _check_common(args)
+        torch.manual_seed(args.seed or 0)
+        if args.command == "train":  # only training joins a torchrun process group
+            args.device = init_from_env(args.device)
         resolve_device(args.device)
-        {"train": train, "evaluate": evaluate}[args.command](args)
-    except (ValueError, CheckpointError, TrainingDiverged, OmniglotError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return {"train": train, "evaluate": evaluate}[args.command](args)
+    except TrainingDiverged as e:
+        print(f"error: {e}; {_checkpoint_note(args)}", file=sys.stderr)
+        return 2
+    except (ValueError, CheckpointError, OmniglotError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is intact; continue with --resume", file=sys.stderr)
+        if args.command == "train":
+            print(f"error: interrupted; {_checkpoint_note(args)}", file=sys.stderr)
+        else:
+            print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
-    return 0
+    except OSError as e:  # a disk that fills or a file that vanishes outside a checkpoint write
+        where = f" ({e.filename})" if e.filename else ""
+        note = f"; {_checkpoint_note(args)}" if args.command == "train" else ""
+        print(f"error: {e.strerror or e}{where}{note}", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

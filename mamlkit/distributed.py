@@ -15,6 +15,8 @@ from torch import Tensor
 
 from .tasks import Task
 
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
 
 def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) when not running distributed."""
@@ -28,9 +30,23 @@ def is_main() -> bool:
 
 
 def init_from_env(device: str = "auto") -> str:
-    """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); returns the device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); returns the device.
+
+    Only for training (the command line calls it for ``train`` alone): a stray ``WORLD_SIZE`` must not
+    make anything else wait for peers or open a TCP store. Without the other variables torchrun sets
+    (``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) it is a clear error, not a hang.
+    """
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number: unset it, or start "
+                         "with torchrun") from None
+    if world_size <= 1 or dist.is_initialized():
         return device
+    missing = [k for k in TORCHRUN_VARIABLES if k not in os.environ]
+    if missing:
+        raise ValueError(f"WORLD_SIZE={world_size} is set but {', '.join(missing)} not: start distributed training "
+                         "with `torchrun --nproc-per-node N -m mamlkit train ...`, or unset WORLD_SIZE")
     use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     dist.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:

@@ -35,7 +35,11 @@ class EvalResult:
 
     @property
     def ci95(self) -> Tensor:
-        return 1.96 * self.per_task.std(0, unbiased=True) / math.sqrt(self.per_task.shape[0])
+        """NaN for a single task: no spread, so no interval (and no ``torch.std`` warning)."""
+        n = self.per_task.shape[0]
+        if n < 2:
+            return torch.full(self.per_task.shape[1:], float("nan"))
+        return 1.96 * self.per_task.std(0, unbiased=True) / math.sqrt(n)
 
     def at(self, step: int) -> tuple[float, float]:
         """(mean, 95% CI) after ``step`` inner steps."""

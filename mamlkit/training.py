@@ -6,7 +6,6 @@ Introduced in notebook 04_maml.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,17 +16,16 @@ from tqdm.auto import tqdm
 from . import distributed, families, maml, reptile
 from . import params as P
 from .batched import check_batchable, prefer_batched
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import broken_content, load_run_state, save_checkpoint
 from .config import Config, eval_protocol
+from .divergence import DivergenceGuard
 from .evaluation import EvalResult, Protocol, evaluate
 from .inner import AdamState, InnerLoop, by_name
+from .interrupt import Stop
+from .resume import continue_with
 from .tasks import Task
 
 LOG_EVERY = 100  # iterations per line of history (the mean training loss over them)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss (or the parameters) became non-finite."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -99,18 +97,19 @@ def new_run(config: Config, device="cpu", model: nn.Module | None = None) -> Run
 
 def load_run(path, device="cpu", iterations: int | None = None, model: nn.Module | None = None) -> Run:
     """Rebuild a run from a checkpoint (optionally extending its number of iterations)."""
-    state = load_checkpoint(path)  # on the CPU: RNG states must stay CPU tensors; the model moves below
-    config = Config.from_dict(state["config"])
-    if iterations is not None:
-        config = replace(config, iterations=iterations)
-    run = new_run(config, device, model)
-    run.model.load_state_dict(state["model"])
-    if run.optimizer is not None:
-        run.optimizer.load_state_dict(state["optimizer"])
-    run.generator.set_state(state["rng"]["tasks"])
-    run.iteration, run.history = state["iteration"], state["history"]
-    if run.inner_state is not None and state.get("inner_state") is not None:  # older checkpoints: a fresh state
-        run.inner_state = AdamState.from_state_dict(state["inner_state"], device)
+    state = load_run_state(path)  # on the CPU: RNG states must stay CPU tensors; the model moves below
+    with broken_content(path):  # wrong shapes or types: one CheckpointError line
+        config = Config.from_dict(state["config"])
+        if iterations is not None:
+            config = replace(config, iterations=iterations)
+        run = new_run(config, device, model)
+        run.model.load_state_dict(state["model"])
+        if run.optimizer is not None:
+            run.optimizer.load_state_dict(state["optimizer"])
+        run.generator.set_state(state["rng"]["tasks"])
+        run.iteration, run.history = state["iteration"], state["history"]
+        if run.inner_state is not None and state.get("inner_state") is not None:  # older checkpoints: fresh state
+            run.inner_state = AdamState.from_state_dict(state["inner_state"], device)
     return run
 
 
@@ -172,20 +171,25 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, mod
     ``out`` every ``checkpoint_every`` iterations; ``model`` replaces the family's default model.
 
     With ``resume=True`` and an existing ``out``, continue from it: the result equals an
-    uninterrupted run. A non-finite loss raises ``TrainingDiverged`` before anything is saved.
-    ``max_minutes`` stops early (checkpointed, resumable) once that much wall time has passed.
+    uninterrupted run; the settings ``resume.continue_with`` allows may differ from the checkpoint's. A non-finite
+    or exploding loss or state raises ``TrainingDiverged`` (``divergence``) before it is saved.
+    ``max_minutes`` stops early (checkpointed, resumable) once that much wall time has passed; so does
+    a SIGINT or SIGTERM under ``interrupt.stop_on_signals``.
     """
     if isinstance(config.task, families.Family):
         config = replace(config, task=families.register(config.task).name)
-    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    stop = Stop(max_minutes)
     device = resolve_device(device)
     config = config.resolved()
     resuming = resume and out is not None and Path(out).exists()
     run = load_run(out, device, config.iterations, model) if resuming else new_run(config, device, model)
+    if resuming:
+        continue_with(run, config)  # refuses settings that may not change on resume
     cfg, family = run.config, run.family
     batched = use_batched(cfg, run.model)
     val_tasks = family.fixed_tasks("val", cfg.val_tasks, eval_protocol(cfg.task, cfg.algo, cfg.ways)["shots"],
                                    device=device)
+    guard = DivergenceGuard(run, val_tasks, family.loss)
     losses: list[Tensor] = []
     bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not (progress and distributed.is_main()),
                desc=cfg.algo)
@@ -194,9 +198,9 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, mod
         losses.append(outer_step(run, tasks, batched))
         run.iteration += 1
         bar.update(1)
-        done = run.iteration == cfg.iterations or (
-            deadline is not None and distributed.any_true(time.monotonic() > deadline))
+        done = run.iteration == cfg.iterations or stop.due()
         if len(losses) == LOG_EVERY or done or run.iteration % cfg.checkpoint_every == 0:
+            guard.check(run, torch.stack(losses))  # before any save: never a diverged checkpoint
             _log(run, torch.stack(losses), val_tasks, done, bar)
             losses = []
         if out is not None and distributed.is_main() and (done or run.iteration % cfg.checkpoint_every == 0):
@@ -209,12 +213,6 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, mod
 
 def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
     cfg = run.config
-    bad = (~torch.isfinite(losses)).nonzero()
-    if len(bad):
-        it = run.iteration - len(losses) + int(bad[0]) + 1
-        raise TrainingDiverged(
-            f"training diverged at iteration {it}: the loss became non-finite. Lower --inner-lr "
-            f"(now {cfg.inner_lr}) or --outer-lr (now {cfg.outer_lr}); the last checkpoint was kept")
     history = run.history
     history["iteration"].append(run.iteration)
     history["train_loss"].append(float(losses.mean()))

@@ -75,6 +75,6 @@ def test_diverging_run_exits_nonzero_and_keeps_checkpoint(checkpoint, tmp_path):
     out = tmp_path / "d.pt"
     out.write_bytes(checkpoint.read_bytes())
     result = run_cli("train", "--inner-lr", "1000", "--inner-steps", "3", "--iterations", "200",
-                     "--out", str(out), "--no-progress")
+                     "--out", str(out), "--no-progress", "--overwrite")
     assert result.returncode != 0 and "diverged at iteration" in result.stderr and "--inner-lr" in result.stderr
     assert out.read_bytes() == checkpoint.read_bytes()

@@ -11,6 +11,7 @@ from mamlkit import families, training
 from mamlkit import params as P
 from mamlkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mamlkit.config import Config
+from mamlkit.divergence import TrainingDiverged
 from mamlkit.evaluation import Protocol, evaluate
 from mamlkit.inner import InnerLoop, by_name
 from mamlkit.tasks import sine_test_tasks
@@ -87,7 +88,7 @@ def test_divergence_is_reported_and_the_checkpoint_kept(tmp_path):
     out = tmp_path / "good.pt"
     training.meta_train(Config(**FAST), out, progress=False)
     before = out.read_bytes()
-    with pytest.raises(training.TrainingDiverged, match=r"iteration \d+.*inner-lr"):
+    with pytest.raises(TrainingDiverged, match=r"iteration \d+.*inner-lr"):
         training.meta_train(Config(inner_lr=1e3, inner_steps=3, **FAST), out, progress=False)
     assert out.read_bytes() == before
 

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import shutil
+import sys
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -121,11 +122,22 @@ def _to_28(png: bytes) -> np.ndarray:
 
 def build_cache(sources: dict, cache: Path) -> None:
     """Decode every drawing (sorted class order), resize to 28×28 and write ``cache`` atomically."""
+    images, alphabets, characters = decode(sources)
+    atomic_write(cache, lambda tmp: _save(tmp, images, alphabets, characters))
+
+
+def decode(sources: dict) -> tuple:
+    """(images, alphabets, characters) from the zips or folders in ``sources`` (sorted class order)."""
     drawings: dict[str, list] = {}
     for name, source in sources.items():
         for entry, png in _read_pngs(source, name):
             character = entry.rsplit("/", 1)[0]
-            drawings.setdefault(character, []).append(_to_28(png))
+            try:
+                drawing = _to_28(png)
+            except Exception as e:  # Pillow raises several types for bytes that are not an image
+                raise OmniglotError(f"{source}: the entry {entry} is not a readable PNG ({type(e).__name__}): the "
+                                    "copy is damaged; replace it with the official file (see the README)") from e
+            drawings.setdefault(character, []).append(drawing)
     if not drawings:
         raise OmniglotError(f"no PNG drawings found in {list(sources.values())}")
     characters = sorted(drawings)
@@ -134,21 +146,43 @@ def build_cache(sources: dict, cache: Path) -> None:
         raise OmniglotError(f"characters have different numbers of drawings {sorted(counts)}: the copy is incomplete")
     images = np.stack([np.stack(drawings[c]) for c in characters])
     alphabets = np.array([c.split("/")[1] for c in characters])
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images, alphabets=alphabets, characters=np.array(characters))
-
-    atomic_write(cache, write)
+    return images, alphabets, np.array(characters)
 
 
-def cache_path(data_dir: Path) -> Path:
-    """Where the 28×28 cache of ``data_dir`` lives: inside it, or in ~/.cache if it is read-only."""
-    if not data_dir.exists() or data_dir.stat().st_mode & 0o222:  # mode bits: even root keeps off read-only copies
-        return data_dir / CACHE_NAME
-    key = hashlib.md5(str(data_dir.resolve()).encode()).hexdigest()[:10]
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+def writable(folder: Path) -> bool:
+    """Whether this user can create files in ``folder`` (or create it): ``os.access`` on the folder or
+    its nearest existing parent, and, so that even root keeps off read-only copies, a write bit set."""
+    folder = Path(folder).absolute()
+    while not folder.exists():
+        if folder == folder.parent:
+            return False
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK) and bool(folder.stat().st_mode & 0o222)
+
+
+def user_cache(data_dir: Path) -> Path:
+    """The cache of ``data_dir`` in ``$XDG_CACHE_HOME/mamlkit`` (default ``~/.cache/mamlkit``)."""
+    key = hashlib.md5(str(Path(data_dir).resolve()).encode()).hexdigest()[:10]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "mamlkit" / f"omniglot-{key}-{CACHE_NAME}"
+
+
+def cache_path(data_dir: Path) -> Path | None:
+    """Where the 28×28 cache of ``data_dir`` is read or written: an existing one inside it or in the user
+    cache; else inside it if this user can write there, else the user cache if that is writable; ``None``
+    (keep it in memory) if neither is."""
+    local, user = Path(data_dir) / CACHE_NAME, user_cache(data_dir)
+    for cache in (local, user):
+        if cache.is_file():
+            return cache
+    for cache in (local, user):
+        if writable(cache.parent):
+            return cache
+    return None
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
 def load_omniglot(data_dir=None, download_missing: bool = True, base_url: str = BASE_URL) -> Omniglot:
@@ -158,21 +192,60 @@ def load_omniglot(data_dir=None, download_missing: bool = True, base_url: str = 
     """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     cache = cache_path(data_dir)
-    if not cache.is_file():
+    if cache is None or not cache.is_file():
         sources = {}
         for name in ARCHIVES:
             found = _find_source(name, [data_dir])
             if found is None and download_missing:
-                found = download(name, data_dir, base_url)
+                found = _download_into(name, data_dir, base_url)
             if found is None:
                 raise OmniglotError(_missing_message(data_dir))
             sources[name] = found
-        build_cache(sources, cache)
+        images, alphabets, characters = decode(sources)
+        if cache is not None:
+            try:
+                atomic_write(cache, lambda tmp: _save(tmp, images, alphabets, characters))
+                if cache.parent != data_dir:
+                    _note(f"{data_dir} is not writable by this user: the 28x28 cache is in {cache}")
+            except OSError as e:
+                _note(f"could not write the 28x28 cache {cache} ({e.strerror}): kept in memory for this run only")
+        else:
+            _note(f"neither {data_dir} nor {user_cache(data_dir).parent} is writable: the 28x28 Omniglot images are "
+                  "kept in memory for this run only (set XDG_CACHE_HOME to a writable folder to cache them)")
+        return Omniglot(images, alphabets, characters)
     try:
         with np.load(cache) as z:
             return Omniglot(z["images"], z["alphabets"], z["characters"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise OmniglotError(f"the cache {cache} is unreadable ({e}); delete it and it will be rebuilt") from e
+
+
+def _save(tmp, images, alphabets, characters) -> None:
+    with open(tmp, "wb") as f:
+        np.savez(f, images=images, alphabets=alphabets, characters=characters)
+
+
+def _download_into(name: str, data_dir: Path, base_url: str) -> Path:
+    """``download``, refused up front where this user cannot write, and leaving no empty folders behind
+    when it fails."""
+    if not writable(data_dir):
+        raise OmniglotError(f"Omniglot is not in {data_dir}, and this user cannot write there to download it: "
+                            "point --data-dir (or MAMLKIT_DATA) at a folder holding images_background.zip and "
+                            "images_evaluation.zip, or at a writable folder to download into")
+    created = []
+    folder = data_dir.absolute()
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    try:
+        return download(name, data_dir, base_url)
+    except BaseException:
+        for folder in created:  # innermost first; only the empty folders this download made
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 # Vinyals et al. (2016) split as used by torchmeta: the last 423 characters in sorted order are the
