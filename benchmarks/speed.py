@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from mamlkit import maml, reptile
 from mamlkit import params as P
+from mamlkit.inner import InnerLoop
 from mamlkit.models import MLP, Conv4
 from mamlkit.tasks import Task, sample_sine_tasks
 
@@ -60,7 +61,8 @@ def make_step(impl: str, algo: str, steps: int, model, loss_fn, inner_lr):
         return lambda t: reptile.apply_params(params, reptile.reptile_step(
             model, params, t, loss_fn, inner_lr, steps, 1.0, batched=impl == "mamlkit-batched"))
     if impl.startswith("mamlkit"):
-        return lambda t: maml.maml_step(model, params, outer, t, loss_fn, inner_lr, steps, first_order,
+        inner = InnerLoop.sgd(inner_lr, steps, first_order)
+        return lambda t: maml.maml_step(model, params, outer, t, loss_fn, inner,
                                         batched=impl == "mamlkit-batched")
     if impl == "higher":
         import higher

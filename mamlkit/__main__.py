@@ -29,7 +29,8 @@ from .interrupt import received, stop_on_signals
 from .outpath import OutPathError, check_out
 from .resume import merge
 from .runlock import run_lock
-from .training import evaluate_checkpoint, meta_train, resolve_device
+from .runs import resolve_device
+from .training import evaluate_checkpoint, meta_train
 
 MAX_SEED = 2**63 - 1
 

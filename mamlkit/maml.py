@@ -77,33 +77,37 @@ def maml_loss(model: nn.Module, params: Params, tasks: Task | Iterable[Task], lo
     return torch.stack(losses).mean()
 
 
-def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner_lr: float,
-                  inner_steps: int = 1, first_order: bool = False, batched: bool = False,
-                  scale: float = 1.0) -> Tensor:
-    """Add ``scale`` × the meta-gradient of ``maml_loss`` to ``params``' ``.grad``; return the loss.
+def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner: InnerLoop,
+                  batched: bool = False, scale: float = 1.0) -> Tensor:
+    """Add ``scale`` × the meta-gradient of the mean query loss after ``inner`` to ``params``' ``.grad``;
+    return the loss.
 
     The loop backpropagates task by task, so only one task's inner graph is alive at a time
     (the same gradient as ``maml_loss(...).backward()``, with the memory of one task).
     """
     tasks = as_batch(tasks, "meta_backward")
     if batched:
-        loss = maml_loss(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order, batched=True)
+        from .batched import batched_task_losses
+
+        loss = batched_task_losses(model, params, tasks, loss_fn, inner).mean()
         (scale * loss).backward()
         return loss.detach()
     total = torch.zeros(())
     for task in tasks:
-        loss = task_loss(model, params, task, loss_fn, inner_lr, inner_steps, first_order) / len(tasks)
+        adapted, _ = inner.adapt(model, loss_fn, params, task.x_support, task.y_support)
+        loss = loss_fn(forward(model, adapted, task.x_query), task.y_query) / len(tasks)
         (scale * loss).backward()
         total = total.to(loss.device) + loss.detach()
     return total
 
 
 def maml_step(model: nn.Module, params: Params, optimizer: torch.optim.Optimizer, tasks: Task,
-              loss_fn: LossFn, inner_lr: float, inner_steps: int = 1, first_order: bool = False,
-              batched: bool = False) -> Tensor:
-    """One outer update ``θ ← θ - β ∇_θ mean_i L(θ'_i, T_i)`` with ``optimizer``; returns the loss."""
+              loss_fn: LossFn, inner: InnerLoop | float, batched: bool = False) -> Tensor:
+    """One outer update ``θ ← θ - β ∇_θ mean_i L(θ'_i, T_i)`` with ``optimizer``; returns the loss.
+    ``inner``: the inner loop (``InnerLoop.sgd(α, steps, first_order)``), or α for one SGD step."""
+    inner = inner if isinstance(inner, InnerLoop) else InnerLoop.sgd(inner)
     optimizer.zero_grad(set_to_none=True)
-    loss = meta_backward(model, params, tasks, loss_fn, inner_lr, inner_steps, first_order, batched)
+    loss = meta_backward(model, params, tasks, loss_fn, inner, batched)
     optimizer.step()
     return loss
 

@@ -6,7 +6,7 @@ Introduced in notebook 04_maml.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -16,26 +16,17 @@ from tqdm.auto import tqdm
 from . import distributed, families, maml, reptile
 from . import params as P
 from .batched import check_batchable, prefer_batched
-from .checkpoint import broken_content, load_run_state, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import Config, eval_protocol
 from .divergence import DivergenceGuard
 from .evaluation import EvalResult, Protocol, evaluate
-from .inner import AdamState, InnerLoop, by_name
+from .inner import InnerLoop, by_name
 from .interrupt import Stop
 from .resume import continue_with
+from .runs import Run, load_run, new_run, resolve_device
 from .tasks import Task
 
 LOG_EVERY = 100  # iterations per line of history (the mean training loss over them)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a clear error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return device
 
 
 def joint_loss(model: nn.Module, params: P.Params, tasks: Task, loss_fn) -> Tensor:
@@ -54,69 +45,6 @@ def use_batched(config: Config, model: nn.Module) -> bool:
         check_batchable(model)
         return True
     return prefer_batched(model)
-
-
-@dataclass
-class Run:
-    """Everything that changes during training; saved whole in each checkpoint."""
-
-    config: Config
-    model: nn.Module
-    optimizer: torch.optim.Optimizer | None
-    generator: torch.Generator
-    iteration: int = 0
-    history: dict = field(default_factory=lambda: {"iteration": [], "train_loss": [], "val_metric": []})
-    inner_state: AdamState | None = None  # Reptile's inner Adam state, when kept across tasks
-
-    @property
-    def family(self) -> families.Family:
-        return families.get(self.config.task).configured(self.config)
-
-    def state(self) -> dict:
-        return {
-            "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-            "rng": {"tasks": self.generator.get_state()},
-            "iteration": self.iteration,
-            "history": self.history,
-            "inner_state": None if self.inner_state is None else self.inner_state.state_dict(),
-        }
-
-
-def new_run(config: Config, device="cpu", model: nn.Module | None = None) -> Run:
-    """A fresh run; ``model`` replaces the family's default model (any ``nn.Module``)."""
-    config = config.resolved()
-    torch.manual_seed(config.seed)
-    family = families.get(config.task).configured(config)
-    model = (family.model(config) if model is None else model).to(device)
-    optimizer = None if config.algo == "reptile" else torch.optim.Adam(model.parameters(), lr=config.outer_lr)
-    inner_state = AdamState.zeros(P.get_params(model)) if config.keep_inner_state else None
-    return Run(config, model, optimizer, torch.Generator().manual_seed(config.seed), inner_state=inner_state)
-
-
-def load_run(path, device="cpu", iterations: int | None = None, model: nn.Module | None = None) -> Run:
-    """Rebuild a run from a checkpoint (optionally extending its number of iterations)."""
-    state = load_run_state(path)  # on the CPU: RNG states must stay CPU tensors; the model moves below
-    with broken_content(path):  # wrong shapes or types: one CheckpointError line
-        config = Config.from_dict(state["config"])
-        if iterations is not None:
-            config = replace(config, iterations=iterations)
-        run = new_run(config, device, model)
-        run.model.load_state_dict(state["model"])
-        if run.optimizer is not None:
-            run.optimizer.load_state_dict(state["optimizer"])
-        run.generator.set_state(state["rng"]["tasks"])
-        run.iteration, run.history = state["iteration"], state["history"]
-        if run.inner_state is not None and state.get("inner_state") is not None:  # older checkpoints: fresh state
-            run.inner_state = AdamState.from_state_dict(state["inner_state"], device)
-    return run
-
-
-def load_model(path, device="cpu") -> tuple[nn.Module, Config]:
-    """The trained model and its configuration from a checkpoint."""
-    run = load_run(path, device)
-    return run.model, run.config
 
 
 def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
@@ -146,8 +74,8 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
         loss = joint_loss(model, params, mine, loss_fn)
         (loss * weight).backward()
     else:
-        loss = maml.meta_backward(model, params, mine, loss_fn, cfg.inner_lr, cfg.inner_steps, cfg.first_order,
-                                  batched, scale=weight)
+        inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps, cfg.first_order)
+        loss = maml.meta_backward(model, params, mine, loss_fn, inner, batched, scale=weight)
     distributed.all_reduce_([p.grad for p in params.values()])
     run.optimizer.step()
     return distributed.reduce_mean(loss.detach(), weight)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from mamlkit import atomic, checkpoint, training
+from mamlkit import atomic, checkpoint, runs, training
 from mamlkit import outpath as outpath_module
 from mamlkit.__main__ import main
 from mamlkit.config import Config
@@ -433,7 +433,7 @@ def test_13_huge_sizes_are_refused_before_allocating(copy):
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs the Omniglot copy")
 def test_13_a_stored_data_dir_is_never_created(tmp_path):
     evil = tmp_path / "evil" / "omniglot"
-    state = training.new_run(Config(task="omniglot", data_dir=str(evil), iterations=10)).state()
+    state = runs.new_run(Config(task="omniglot", data_dir=str(evil), iterations=10)).state()
     checkpoint.save_checkpoint(state, tmp_path / "crafted.pt")
     result = run_cli("evaluate", tmp_path / "crafted.pt", "--tasks", "2", "--steps", "0", "--device", "cpu",
                      MAMLKIT_DATA=str(SHARED.parent))

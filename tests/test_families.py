@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from mamlkit import families, training
+from mamlkit import families, runs, training
 from mamlkit.config import Config
 from mamlkit.families import Family, register
 from mamlkit.tasks import Task
@@ -79,7 +79,7 @@ def test_meta_train_takes_a_family_object_and_any_module(tmp_path):
     try:
         run = training.meta_train(Config(task=Steps(), **FAST), tmp_path / "s.pt", model=model, progress=False)
         assert run.model is model and run.config.task == "steps-test"
-        again = training.load_run(tmp_path / "s.pt", model=torch.nn.Sequential(
+        again = runs.load_run(tmp_path / "s.pt", model=torch.nn.Sequential(
             torch.nn.Linear(1, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)))
         assert torch.equal(again.model[0].weight, model[0].weight)
     finally:

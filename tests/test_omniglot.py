@@ -201,11 +201,11 @@ def test_omniglot_reptile_keeps_its_inner_adam_state_unless_told(real, tmp_path,
 
 
 def test_characters_explorer_and_accuracy_check(real, capsys):
-    from mamlkit import training
+    from mamlkit import runs
     from mamlkit.checkpoint import shipped_checkpoint
     from mamlkit.course import characters
 
-    model, config = training.load_model(shipped_checkpoint("maml", task="omniglot"))
+    model, config = runs.load_model(shipped_checkpoint("maml", task="omniglot"))
     explorer = characters.characters_explorer(real, model, inner_lr=config.inner_lr)
     explorer.controls["steps"].value = 0
     before, redraws = explorer.state["accuracy"], explorer.redraws

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mamlkit import families, training
+from mamlkit import families, runs, training
 from mamlkit import params as P
 from mamlkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mamlkit.config import Config
@@ -80,7 +80,7 @@ def test_checkpoint_contents_and_safe_load(tmp_path):
     assert state["iteration"] == 30 and state["config"]["algo"] == "maml" and state["config"]["inner_lr"] == 0.01
     assert oct(os.stat(out).st_mode & 0o777) != oct(0o600)
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary files left behind
-    model, config = training.load_model(out)
+    model, config = runs.load_model(out)
     assert config.iterations == 30
 
 
@@ -170,7 +170,7 @@ def test_evaluation_fine_tunes_every_task_from_the_kept_inner_state(tmp_path, ba
 def test_short_maml_run_learns(tmp_path):
     """A short run beats the untrained initialisation after one inner step, by a margin."""
     val = sine_test_tasks(100, 5, 50, seed=families.SEEDS["val"])
-    untrained = training.new_run(Config(seed=0))
+    untrained = runs.new_run(Config(seed=0))
     before = evaluate(untrained.model, P.get_params(untrained.model), val, F.mse_loss, protocol(0.01, 1)).at(1)[0]
     run = training.meta_train(Config(iterations=1500, val_every=500, seed=0), progress=False)
     after = evaluate(run.model, P.get_params(run.model), val, F.mse_loss, protocol(0.01, 1)).at(1)[0]

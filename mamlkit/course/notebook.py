@@ -20,7 +20,8 @@ import mamlkit
 
 from ..checkpoint import SHIPPED
 from ..config import Config
-from ..training import Run, load_run, meta_train, resolve_device
+from ..runs import Run, load_run, resolve_device
+from ..training import meta_train
 
 FAST = os.environ.get("MAMLKIT_FAST") == "1"
 # where load_or_train looks for sinusoid-{algo}.pt: data/, or a folder of your own runs

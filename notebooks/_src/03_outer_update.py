@@ -160,7 +160,7 @@ net = models.MLP(init="torch")
 theta = params.get_params(net)
 outer = torch.optim.Adam(theta.values(), lr=0.001)     # β
 meta_batch = tasks.sample_sine_tasks(10, shots=10, queries=10, generator=torch.Generator().manual_seed(3))
-losses = [maml.maml_step(net, theta, outer, meta_batch, F.mse_loss, inner_lr=0.01).item() for _ in range(30)]
+losses = [maml.maml_step(net, theta, outer, meta_batch, F.mse_loss, 0.01).item() for _ in range(30)]
 print(f"meta-loss: {losses[0]:.3f} → {losses[-1]:.3f}")
 assert losses[-1] < losses[0]
 

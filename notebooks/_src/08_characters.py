@@ -14,7 +14,7 @@
 # %%
 import torch
 
-from mamlkit import checkpoint, params, training
+from mamlkit import checkpoint, params, runs
 from mamlkit.course import characters, plots
 from mamlkit.course.notebook import fast, setup_notebook
 
@@ -68,7 +68,7 @@ if ready:
 # meta-training, three at meta-test).
 
 # %%
-model, config = training.load_model(checkpoint.shipped_checkpoint("maml", task="omniglot"), device)
+model, config = runs.load_model(checkpoint.shipped_checkpoint("maml", task="omniglot"), device)
 theta = params.get_params(model)
 print(f"{config.algo}, {config.ways}-way {config.shots}-shot, α = {config.inner_lr}, trained for", end=" ")
 print(torch.load(checkpoint.shipped_checkpoint("maml", task="omniglot"), weights_only=True, map_location="cpu")["iteration"], "iterations")

@@ -1,0 +1,94 @@
+"""A training run: the configuration, the model, the outer optimizer, the task generator, the
+iteration, the history and Reptile's kept inner state, saved whole in each checkpoint and rebuilt
+from one exactly.
+
+Introduced in notebook 04_maml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from . import families
+from . import params as P
+from .checkpoint import broken_content, load_run_state
+from .config import Config
+from .inner import AdamState
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return device
+
+
+@dataclass
+class Run:
+    """Everything that changes during training; saved whole in each checkpoint."""
+
+    config: Config
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    generator: torch.Generator
+    iteration: int = 0
+    history: dict = field(default_factory=lambda: {"iteration": [], "train_loss": [], "val_metric": []})
+    inner_state: AdamState | None = None  # Reptile's inner Adam state, when kept across tasks
+
+    @property
+    def family(self) -> families.Family:
+        return families.get(self.config.task).configured(self.config)
+
+    def state(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "rng": {"tasks": self.generator.get_state()},
+            "iteration": self.iteration,
+            "history": self.history,
+            "inner_state": None if self.inner_state is None else self.inner_state.state_dict(),
+        }
+
+
+def new_run(config: Config, device="cpu", model: nn.Module | None = None) -> Run:
+    """A fresh run; ``model`` replaces the family's default model (any ``nn.Module``)."""
+    config = config.resolved()
+    torch.manual_seed(config.seed)
+    family = families.get(config.task).configured(config)
+    model = (family.model(config) if model is None else model).to(device)
+    optimizer = None if config.algo == "reptile" else torch.optim.Adam(model.parameters(), lr=config.outer_lr)
+    inner_state = AdamState.zeros(P.get_params(model)) if config.keep_inner_state else None
+    return Run(config, model, optimizer, torch.Generator().manual_seed(config.seed), inner_state=inner_state)
+
+
+def load_run(path, device="cpu", iterations: int | None = None, model: nn.Module | None = None) -> Run:
+    """Rebuild a run from a checkpoint (optionally extending its number of iterations)."""
+    state = load_run_state(path)  # on the CPU: RNG states must stay CPU tensors; the model moves below
+    with broken_content(path):  # wrong shapes or types: one CheckpointError line
+        config = Config.from_dict(state["config"])
+        if iterations is not None:
+            config = replace(config, iterations=iterations)
+        run = new_run(config, device, model)
+        run.model.load_state_dict(state["model"])
+        if run.optimizer is not None:
+            run.optimizer.load_state_dict(state["optimizer"])
+        run.generator.set_state(state["rng"]["tasks"])
+        run.iteration, run.history = state["iteration"], state["history"]
+        if run.inner_state is not None and state.get("inner_state") is not None:  # older checkpoints: fresh state
+            run.inner_state = AdamState.from_state_dict(state["inner_state"], device)
+    return run
+
+
+def load_model(path, device="cpu") -> tuple[nn.Module, Config]:
+    """The trained model and its configuration from a checkpoint."""
+    run = load_run(path, device)
+    return run.model, run.config
+
+
