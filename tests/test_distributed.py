@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mamlkit import training
+from mamlkit.checkpoint import load_checkpoint
 from mamlkit.config import Config
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
@@ -53,4 +54,4 @@ def test_two_processes_equal_one(tmp_path, algo):
         for k, v in single.inner_state.exp_avg_sq.items():
             torch.testing.assert_close(states[0][f"adam.{k}"], v, rtol=1e-5, atol=1e-9)
             assert torch.equal(states[0][f"adam.{k}"], states[1][f"adam.{k}"])
-    assert training.load_checkpoint(out)["iteration"] == 3  # written by rank 0
+    assert load_checkpoint(out)["iteration"] == 3  # written by rank 0

@@ -105,8 +105,9 @@ def _hidden_fomaml_update():
     for steps in (1, 4):
         mine = fomaml_update(model, theta, batch, F.mse_loss, 0.02, steps, 0.5)
         copy = P.detach(theta, requires_grad=True)  # the library's FOMAML step with plain SGD
-        maml.maml_step(model, copy, torch.optim.SGD(copy.values(), lr=0.5), batch, F.mse_loss,
-                       InnerLoop.sgd(0.02, steps, first_order=True))
+        inner = InnerLoop.sgd(0.02, steps,
+                              first_order=True)
+        maml.maml_step(model, copy, torch.optim.SGD(copy.values(), lr=0.5), batch, F.mse_loss, inner)
         torch.testing.assert_close(P.flatten({k: mine[k] for k in theta}).detach(), P.flatten(copy).detach())
 
 
