@@ -120,12 +120,6 @@ def _to_28(png: bytes) -> np.ndarray:
         return 255 - np.asarray(im, dtype=np.uint8)  # ink = 255
 
 
-def build_cache(sources: dict, cache: Path) -> None:
-    """Decode every drawing (sorted class order), resize to 28×28 and write ``cache`` atomically."""
-    images, alphabets, characters = decode(sources)
-    atomic_write(cache, lambda tmp: _save(tmp, images, alphabets, characters))
-
-
 def decode(sources: dict) -> tuple:
     """(images, alphabets, characters) from the zips or folders in ``sources`` (sorted class order)."""
     drawings: dict[str, list] = {}
