@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_slides import solution_bodies  # name -> body of each reference solution
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
@@ -69,18 +70,6 @@ SOLUTIONS = ROOT / "instructor" / "solutions.py"
 # a reference solution that is also the library's own definition: exercise 01 re-derives the task formula
 LIBRARY_DEFINES = {"sine": "mamlkit/tasks.py"}
 
-
-def solution_bodies() -> dict[str, str]:
-    """name -> the body of each reference solution function (docstring dropped), whitespace squashed."""
-    import ast
-
-    source = SOLUTIONS.read_text()
-    bodies = {}
-    for fn in ast.parse(source).body:
-        if isinstance(fn, ast.FunctionDef):
-            body = fn.body[1:] if ast.get_docstring(fn) else fn.body
-            bodies[fn.name] = " ".join("\n".join(ast.get_source_segment(source, s) for s in body).split())
-    return bodies
 
 
 def answers_in(files: dict[str, str]) -> list[str]:
