@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 import os
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, families
+from . import __version__, families, report
 from .atomic import remove_stale_temporaries
 from .checkpoint import CheckpointError, load_run_state
 from .config import ALGOS, Config
@@ -294,70 +293,8 @@ def evaluate(args) -> int:
             row["protocol"]["inner_steps"] = most
         row["steps"] = steps or ([1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]])
         rows.append(row)
-    if args.json:
-        print(json.dumps([_json_row(r) for r in rows], indent=2, allow_nan=False))
-        return 0
-    groups: dict = {}  # one table per task family, metric and steps: each in its own units
-    for r in rows:
-        groups.setdefault((r["task"], r["metric"], tuple(r["steps"])), []).append(r)
-    for n, ((_, metric, steps), group) in enumerate(groups.items()):
-        if n:
-            print()
-        for r in group:
-            p = r["protocol"]
-            ways = f"{r['ways']}-way " if r["ways"] else ""
-            print(f"{r['checkpoint']} ({r['task']}, {r['algo']}): {r['metric']} on {args.tasks} fixed test tasks, "
-                  f"{ways}{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']}"
-                  f"{'' if p['transductive'] else ', each query on its own'} (mean ± 95% CI)")
-        scale = 100 if metric == "accuracy" else 1
-        print("accuracy in %:" if metric == "accuracy" else f"{metric.upper()}:")
-        print("| checkpoint | algo | " + " | ".join(f"{s} step{'s' * (s != 1)}" for s in steps) + " |")
-        print("|---|---|" + "---|" * len(steps))
-        for r in group:
-            cells = " | ".join(_cell(r, s, scale) for s in steps)
-            print(f"| {r['checkpoint']} | {r['algo']} | {cells} |")
-    if args.tasks == 1:
-        print("note: one test task gives no confidence interval (± n/a); use --tasks 2 or more")
+    print(report.as_json(rows) if args.json else report.tables(rows, args.tasks))
     return 0
-
-
-def _finite(x):
-    return x if isinstance(x, float) and math.isfinite(x) else None
-
-
-def _json_row(r: dict) -> dict:
-    """A row as strict JSON: a mean over tasks of which some diverged (non-finite) is ``null``, with the
-    number of diverged tasks and the median beside it; a CI of one task is ``null``."""
-    steps = {}
-    for s in r["steps"]:
-        i = r["scored"].index(s)
-        cell = {k: _finite(r[k][i]) for k in ("mean", "ci95", "median")}
-        cell["diverged"] = r["diverged"][i]
-        steps[s] = cell
-    row = {**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "ways", "protocol", "tasks")}, "steps": steps}
-    row["protocol"] = {k: (_finite(v) if isinstance(v, float) else v) for k, v in r["protocol"].items()}
-    row["diverged"] = max(r["diverged"]) if r["diverged"] else 0
-    notes = []
-    if row["diverged"]:
-        notes.append(f"up to {row['diverged']} of {r['tasks']} tasks diverged (non-finite): their mean is null; "
-                     "see median")
-    if r["tasks"] == 1:
-        notes.append("one test task: no confidence interval (ci95 is null)")
-    if notes:
-        row["note"] = "; ".join(notes)
-    return row
-
-
-def _cell(r: dict, step: int, scale: float) -> str:
-    """mean ± 95% CI; where some tasks diverged (non-finite), say how many and give the median."""
-    if step not in r["scored"]:
-        return "—"
-    i = r["scored"].index(step)
-    ci = r["ci95"][i]
-    text = f"{scale * r['mean'][i]:.3f} ± {'n/a' if ci != ci else f'{scale * ci:.3f}'}"
-    if r["diverged"][i]:
-        text = f"{text} ({r['diverged'][i]}/{r['tasks']} tasks diverged; median {scale * r['median'][i]:.3f})"
-    return text
 
 
 def main(argv=None) -> int:

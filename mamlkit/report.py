@@ -1,0 +1,76 @@
+"""What ``python -m mamlkit evaluate`` prints: one table per task family, metric and steps (each checkpoint
+in its own units: accuracy in %, MSE as it is), or strict JSON (a mean over diverged tasks is ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+
+def as_json(rows: list[dict]) -> str:
+    return json.dumps([_json_row(r) for r in rows], indent=2, allow_nan=False)
+
+
+def tables(rows: list[dict], n_tasks: int) -> str:
+    """The rows of ``training.evaluate_checkpoint`` (with ``steps`` to show) as Markdown tables."""
+    lines, groups = [], {}
+    for r in rows:
+        groups.setdefault((r["task"], r["metric"], tuple(r["steps"])), []).append(r)
+    for n, ((_, metric, steps), group) in enumerate(groups.items()):
+        if n:
+            lines.append("")
+        for r in group:
+            p = r["protocol"]
+            ways = f"{r['ways']}-way " if r["ways"] else ""
+            lines.append(f"{r['checkpoint']} ({r['task']}, {r['algo']}): {r['metric']} on {n_tasks} fixed test tasks, "
+                         f"{ways}{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']}"
+                         f"{'' if p['transductive'] else ', each query on its own'} (mean ± 95% CI)")
+        scale = 100 if metric == "accuracy" else 1
+        lines.append("accuracy in %:" if metric == "accuracy" else f"{metric.upper()}:")
+        lines.append("| checkpoint | algo | " + " | ".join(f"{s} step{'s' * (s != 1)}" for s in steps) + " |")
+        lines.append("|---|---|" + "---|" * len(steps))
+        for r in group:
+            lines.append(f"| {r['checkpoint']} | {r['algo']} | {' | '.join(_cell(r, s, scale) for s in steps)} |")
+    if n_tasks == 1:
+        lines.append("note: one test task gives no confidence interval (± n/a); use --tasks 2 or more")
+    return "\n".join(lines)
+
+
+def _finite(x):
+    return x if isinstance(x, float) and math.isfinite(x) else None
+
+
+def _json_row(r: dict) -> dict:
+    """A row as strict JSON: a mean over tasks of which some diverged (non-finite) is ``null``, with the
+    number of diverged tasks and the median beside it; a CI of one task is ``null``."""
+    steps = {}
+    for s in r["steps"]:
+        i = r["scored"].index(s)
+        cell = {k: _finite(r[k][i]) for k in ("mean", "ci95", "median")}
+        cell["diverged"] = r["diverged"][i]
+        steps[s] = cell
+    row = {**{k: r[k] for k in ("checkpoint", "task", "algo", "metric", "ways", "protocol", "tasks")}, "steps": steps}
+    row["protocol"] = {k: (_finite(v) if isinstance(v, float) else v) for k, v in r["protocol"].items()}
+    row["diverged"] = max(r["diverged"]) if r["diverged"] else 0
+    notes = []
+    if row["diverged"]:
+        notes.append(f"up to {row['diverged']} of {r['tasks']} tasks diverged (non-finite): their mean is null; "
+                     "see median")
+    if r["tasks"] == 1:
+        notes.append("one test task: no confidence interval (ci95 is null)")
+    if notes:
+        row["note"] = "; ".join(notes)
+    return row
+
+
+def _cell(r: dict, step: int, scale: float) -> str:
+    """mean ± 95% CI; where some tasks diverged (non-finite), say how many and give the median."""
+    if step not in r["scored"]:
+        return "—"
+    i = r["scored"].index(step)
+    ci = r["ci95"][i]
+    text = f"{scale * r['mean'][i]:.3f} ± {'n/a' if ci != ci else f'{scale * ci:.3f}'}"
+    if r["diverged"][i]:
+        text = f"{text} ({r['diverged'][i]}/{r['tasks']} tasks diverged; median {scale * r['median'][i]:.3f})"
+    return text
