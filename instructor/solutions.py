@@ -79,6 +79,9 @@ def reptile_update(theta, adapted, outer_lr):
             for name, p in theta.items()}
 
 
-def significant(mean_a, ci_a, mean_b, ci_b):
-    """07_compare: True when the two 95% intervals do not overlap."""
-    return bool(abs(mean_a - mean_b) > ci_a + ci_b)
+def significant(errors_a, errors_b):
+    """07_compare: the paired test on the same tasks: True when the 95% CI of the mean per-task difference
+    a − b, mean ± 1.96 s/√n, excludes 0."""
+    d = errors_a - errors_b
+    mean, ci = d.mean(), 1.96 * d.std() / math.sqrt(len(d))
+    return bool(abs(mean) > ci)

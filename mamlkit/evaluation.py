@@ -49,6 +49,19 @@ class EvalResult:
         return float(self.mean[i]), float(self.ci95[i])
 
 
+def paired_difference(a: EvalResult, b: EvalResult, step: int) -> tuple[float, float]:
+    """Mean and 95% CI half-width (1.96 s / √n) of the per-task difference ``a − b`` after ``step`` inner
+    steps: the test for two methods scored on the *same* tasks (task i of ``a`` is task i of ``b``). The
+    difference is significant at the 5% level when the interval ``mean ± ci95`` excludes 0; whether the two
+    methods' own intervals overlap does not decide it. NaN CI for a single task."""
+    if a.per_task.shape[0] != b.per_task.shape[0] or list(a.steps) != list(b.steps) or a.metric != b.metric:
+        raise ValueError(f"paired_difference needs two results on the same tasks, steps and metric; got "
+                         f"{a.per_task.shape[0]} vs {b.per_task.shape[0]} tasks, steps {list(a.steps)} vs "
+                         f"{list(b.steps)}, {a.metric} vs {b.metric}")
+    diff = EvalResult(list(a.steps), a.per_task.double() - b.per_task.double(), a.metric)
+    return diff.at(step)
+
+
 def score(pred: Tensor, y: Tensor, metric: str) -> Tensor:
     """Per-task metric over the last dims: MSE, or accuracy of the arg-max class."""
     if metric == "accuracy":

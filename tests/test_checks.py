@@ -1,6 +1,10 @@
 """Every reference solution passes its checker; every checker rejects typical wrong answers, a
 function that raises, and the wrong type or shape, each with one readable line."""
 
+import math
+import re
+from pathlib import Path
+
 import pytest
 import solutions  # instructor/solutions.py (tests/conftest.py puts instructor/ on sys.path)
 import torch
@@ -178,12 +182,33 @@ def significant_inverted(*args):
     return not solutions.significant(*args)
 
 
+def significant_overlap(a, b):
+    """The wrong rule 04 and 07 used to teach: significant when the two 95% intervals do not overlap."""
+    ci = [1.96 * e.std() / math.sqrt(len(e)) for e in (a, b)]
+    return bool(abs(a.mean() - b.mean()) > ci[0] + ci[1])
+
+
+def significant_unpaired(a, b):
+    ci = [1.96 * e.std() / math.sqrt(len(e)) for e in (a, b)]
+    return bool(abs(a.mean() - b.mean()) > math.hypot(*ci))
+
+
+def significant_no_sqrt(a, b):
+    d = a - b
+    return bool(abs(d.mean()) > 1.96 * d.std())
+
+
+def significant_one_sided(a, b):
+    d = a - b
+    return bool(d.mean() + 1.96 * d.std() / math.sqrt(len(d)) < 0)
+
+
 def significant_string(*args):
     return "yes" if solutions.significant(*args) else "no"
 
 
 WRONG = [
-    (checks.check_notation, {**solutions.NOTATION, "θ": "weights"}, "θ is `params`"),
+    (checks.check_notation, {**solutions.NOTATION, "θ": "weights"}, "θ is `theta`"),
     (checks.check_sine, lambda x, a, p: a * torch.sin(x + p), "sign of the phase"),
     (checks.check_sine, lambda x, a, p: a * torch.sin(x - p).reshape(-1), "shape"),
     (checks.check_inner_update, inner_wrong_sign, "wrong sign"),
@@ -213,7 +238,11 @@ WRONG = [
     (checks.check_reptile_update, reptile_all_the_way, "scale the move by ε"),
     (checks.check_reptile_update, reptile_first_task, "only the first task"),
     (checks.check_reptile_update, reptile_in_place, "in place"),
-    (checks.check_significant, significant_inverted, "overlap"),
+    (checks.check_significant, significant_inverted, "0 lies outside mean ± ci"),
+    (checks.check_significant, significant_overlap, "overlap"),
+    (checks.check_significant, significant_unpaired, "independent samples"),
+    (checks.check_significant, significant_no_sqrt, "√n"),
+    (checks.check_significant, significant_one_sided, "either direction"),
     (checks.check_significant, significant_string, "True or False"),
 ]
 
@@ -279,3 +308,21 @@ def test_diagnose_gives_the_first_matching_hint():
     diagnose(torch.tensor([1.0, 2.0]), table)  # the right answer matches no mistake
     with pytest.raises(Fail, match="^near$"):
         diagnose(1.0, {"near": 1.05}, compare=lambda a, b: abs(a - b) < 0.1)
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks" / "_src"
+SYMBOL_IN_TABLE = {"θ": r"$\theta$", "θ′": r"$\theta'_i$", "α": r"$\alpha$", "β": r"$\beta$", "ε": r"$\varepsilon$",
+                   "K": r"$K$"}
+
+
+def test_notation_table_checker_and_notebooks_agree():
+    """00's table, ``check_notation`` and the code the notebooks write use the same name for each symbol."""
+    rows = [line.split("|") for line in (NOTEBOOKS / "00_welcome.py").read_text().splitlines()
+            if line.startswith("# | $")]
+    table = {re.match(r"\s*(\$[^$]*\$)", cells[1]).group(1): (re.findall(r"`([\w.]+)`", cells[3]) or [""])[0]
+             for cells in rows}
+    written = " ".join(p.read_text() for p in NOTEBOOKS.glob("0[1-8]_*.py"))
+    for symbol, name in checks.NOTATION.items():
+        assert table[SYMBOL_IN_TABLE[symbol]] == name, (symbol, table)
+        assert re.search(rf"\b{name}\b", written), f"no notebook writes `{name}` ({symbol})"
+    assert re.search(r"^theta = ", written, re.M), "the notebooks call θ `theta`"

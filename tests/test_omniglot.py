@@ -257,3 +257,32 @@ def test_twenty_way_train_and_evaluate_from_the_cli(real, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out), "--tasks", "2", "--data-dir", str(SHARED), "--device", "cpu"]) == 0
     assert "20-way 1-shot, sgd lr 0.1" in capsys.readouterr().out
+
+
+def test_one_alphabet_or_mixed_and_rotated_tasks():
+    """08's tasks: five characters of one alphabet (the explorer's default, harder), or of any alphabets, upright
+    or rotated (the benchmark's); the explorer offers both. A fake copy: no download needed."""
+    from mamlkit.course import characters
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(1623, 20, 28, 28), dtype=np.uint8)
+    alphabets = np.array([f"alphabet{i % 50:02d}" for i in range(1623)])
+    data = O.Omniglot(images, alphabets, np.array([f"c{i:04d}" for i in range(1623)]))
+    name = characters.test_alphabets(data)[0]
+    one = characters.alphabet_task(data, name, ways=5, shots=1, queries=2, seed=3)
+    mixed = characters.alphabet_task(data, characters.MIXED, ways=5, shots=1, queries=2, seed=3)
+    turned = characters.alphabet_task(data, characters.MIXED, ways=5, shots=1, queries=2, seed=3, rotate=True)
+
+    def alphabets_of(task):
+        return {alphabets[int(c)] for c in task.info[..., 0].flatten()}  # info: the characters' indices
+
+    assert alphabets_of(one) == {name}
+    assert len(alphabets_of(mixed)) > 1
+    assert (one.info[..., 1] == 0).all() and (mixed.info[..., 1] == 0).all() and (turned.info[..., 1] != 0).any()
+
+    explorer = characters.characters_explorer(data, Conv4(5), inner_lr=0.4)
+    assert characters.MIXED in explorer.controls["alphabet"].options and "rotate" in explorer.controls
+    explorer.controls["alphabet"].value = characters.MIXED
+    explorer.controls["rotate"].value = True
+    assert explorer.state["task"].x_query.shape == (15, 1, 28, 28)
+

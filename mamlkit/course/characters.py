@@ -1,4 +1,5 @@
-"""Few-shot character recognition for notebook 08: tasks from one alphabet's meta-test characters,
+"""Few-shot character recognition for notebook 08: tasks from one alphabet's meta-test characters (or from
+all alphabets mixed, optionally rotated, as the benchmark),
 predictions before and after adaptation, a network trained from scratch on the same examples,
 image plots and the alphabet explorer.
 
@@ -30,6 +31,9 @@ def load_characters(data_dir=None) -> Omniglot | None:
         return None
 
 
+MIXED = "all alphabets (mixed)"  # the benchmark's tasks: five characters from any meta-test alphabets
+
+
 def test_alphabets(data: Omniglot, ways: int = 5, split: str = "maml") -> list[str]:
     """Alphabets with at least ``ways`` characters in the meta-test split (never seen in training)."""
     test = split_classes(data, split)["test"]
@@ -38,11 +42,13 @@ def test_alphabets(data: Omniglot, ways: int = 5, split: str = "maml") -> list[s
 
 
 def alphabet_task(data: Omniglot, alphabet: str, ways: int = 5, shots: int = 1, queries: int = 5, seed: int = 0,
-                  split: str = "maml", device="cpu") -> Task:
-    """One N-way K-shot task over meta-test characters of ``alphabet``, upright (no rotation)."""
+                  split: str = "maml", device="cpu", rotate: bool = False) -> Task:
+    """One N-way K-shot task over meta-test characters of ``alphabet``: all N from that one alphabet (harder:
+    its characters look alike), or from any alphabets with ``alphabet=MIXED`` (the benchmark's tasks).
+    Upright, or each character turned by a random multiple of 90° with ``rotate`` (as the benchmark)."""
     test = split_classes(data, split)["test"]
-    classes = test[data.alphabets[test] == alphabet]
-    sampler = EpisodeSampler(data.images, classes, ways, shots, queries, rotate=False, device=device)
+    classes = test if alphabet == MIXED else test[data.alphabets[test] == alphabet]
+    sampler = EpisodeSampler(data.images, classes, ways, shots, queries, rotate=rotate, device=device)
     return sampler.sample(1, torch.Generator().manual_seed(seed))[0]
 
 
@@ -113,21 +119,23 @@ def plot_predictions(task: Task, predicted: torch.Tensor, ax=None, title: str = 
 
 
 def characters_explorer(data: Omniglot, model: nn.Module, inner_lr: float = 0.4, ways: int = 5, queries: int = 3):
-    """Pick an alphabet and a character set; watch the predictions change with the inner steps."""
+    """Pick an alphabet (or all alphabets mixed, as the benchmark), a character set and whether to rotate them;
+    watch the predictions change with the inner steps."""
     import ipywidgets as W
 
     from .widgets import SLIDER, Explorer
 
     alphabets = test_alphabets(data, ways)
     controls = {
-        "alphabet": W.Dropdown(options=alphabets, value=alphabets[0], description="alphabet"),
+        "alphabet": W.Dropdown(options=[*alphabets, MIXED], value=alphabets[0], description="alphabet"),
         "seed": W.IntSlider(0, 0, 20, description="character set", **SLIDER),
         "steps": W.IntSlider(1, 0, 5, description="inner steps", **SLIDER),
+        "rotate": W.Checkbox(False, description="rotate (×90°)"),
     }
     params = P.get_params(model)
 
-    def draw(ax, alphabet, seed, steps):
-        task = alphabet_task(data, alphabet, ways, 1, queries, seed)
+    def draw(ax, alphabet, seed, steps, rotate=False):
+        task = alphabet_task(data, alphabet, ways, 1, queries, seed, rotate=rotate)
         predicted = predictions(model, params, task, inner_lr, steps)[-1]
         plot_predictions(task, predicted, ax, f"{alphabet}, {steps} step{'s' * (steps != 1)}:")
         return {"accuracy": float((predicted == task.y_query).float().mean()), "task": task}

@@ -20,7 +20,7 @@ from ..tasks import sample_sine_tasks
 from .feedback import Fail, call, checker, close, diagnose, expect_params, expect_tensor, expect_unchanged
 
 # 00_welcome: the notation table, symbol -> name in code (notebook 00 shows it; not a secret)
-NOTATION = {"θ": "params", "θ′": "adapted", "α": "inner_lr", "β": "outer_lr", "ε": "outer_lr", "K": "shots"}
+NOTATION = {"θ": "theta", "θ′": "adapted", "α": "inner_lr", "β": "outer_lr", "ε": "outer_lr", "K": "shots"}
 
 
 def setup(seed: int = 0, hidden: int = 8, tasks: int = 3, shots: int = 5, queries: int = 7):
@@ -48,7 +48,7 @@ def check_notation(mapping):
         if mapping.get(symbol) != name:
             got = mapping.get(symbol, "nothing")
             raise Fail(f"{symbol} is `{name}` in mamlkit, you wrote {got!r}: see the notation table above")
-    return "you know the notation: θ params, θ′ adapted, α inner_lr, β and ε outer_lr, K shots"
+    return "you know the notation: θ theta, θ′ adapted, α inner_lr, β and ε outer_lr, K shots"
 
 
 @checker
@@ -250,19 +250,63 @@ def check_reptile_update(fn):
     return "Reptile update θ + ε (mean φ − θ) matches mamlkit.params.lerp"
 
 
+def _normal(n: int, seed: int) -> torch.Tensor:
+    """``n`` draws with mean exactly 0 and unbiased standard deviation exactly 1 (float64)."""
+    z = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (z - z.mean()) / z.std()
+
+
+def significance_cases(n: int = 600) -> list:
+    """Per-task errors of two methods on the same ``n`` tasks, and whether they differ (paired 95% CI of the
+    mean difference excludes 0). Built so that each typical wrong rule gets a different pattern of answers."""
+    base, z2, z3 = 3 + _normal(n, 0), _normal(n, 1), _normal(n, 2)
+    return [
+        ((base - 0.02 + 0.07 * z2, base), True),    # shared difficulty, a small real gain: intervals overlap
+        ((base + z2 - 1, 3 + z3 - 1), False),        # independent noise, no difference
+        ((base + 0.5 + 0.07 * z2, base), True),     # a clearly worse than b
+        ((base - 0.14, 3 + z2), True),              # independent, 0.14 apart: intervals overlap, yet different
+        ((base - 0.5, 3 + z2), True),               # independent, 0.5 apart
+    ]
+
+
+def _interval(e: torch.Tensor, sqrt_n: bool = True) -> tuple[float, float]:
+    return float(e.mean()), float(1.96 * e.std() / (math.sqrt(len(e)) if sqrt_n else 1.0))
+
+
+SIGNIFICANCE_MISTAKES = {
+    "you compared the two methods' intervals (do they overlap?): that rule is wrong, and these methods were "
+    "scored on the same tasks: take the per-task differences a − b and their own 95% interval":
+        lambda a, b: abs(_interval(a)[0] - _interval(b)[0]) > _interval(a)[1] + _interval(b)[1],
+    "you treated a and b as independent samples: they were scored on the same tasks, so take the per-task "
+    "differences a − b first (a hard task is hard for both)":
+        lambda a, b: abs(_interval(a)[0] - _interval(b)[0]) > math.hypot(_interval(a)[1], _interval(b)[1]),
+    "the interval of a mean is 1.96 s / √n (n tasks), not 1.96 s":
+        lambda a, b: abs(_interval(a - b, sqrt_n=False)[0]) > _interval(a - b, sqrt_n=False)[1],
+    "a difference is significant in either direction: check that the interval mean ± ci lies entirely "
+    "above 0 or entirely below 0":
+        lambda a, b: _interval(a - b)[0] + _interval(a - b)[1] < 0,
+}
+
+
 @checker
 def check_significant(fn):
-    """07: do two mean ± CI intervals fail to overlap?"""
-    cases = [((0.5, 0.1, 1.0, 0.1), True), ((0.5, 0.3, 0.9, 0.3), False), ((1.0, 0.05, 0.8, 0.1), True),
-             ((0.7, 0.2, 0.6, 0.01), False)]
-    for args, want in cases:
-        result = call(fn, *args)
+    """07: the paired test. Two methods' per-task errors on the same tasks: does the 95% CI of the mean
+    per-task difference exclude 0?"""
+    cases = significance_cases()
+    answers = []
+    for (a, b), _ in cases:
+        result = call(fn, a.clone(), b.clone())
         if isinstance(result, torch.Tensor) and result.numel() == 1:
             result = bool(result)
         if type(result).__name__ not in ("bool", "bool_"):
             raise Fail(f"return True or False, got {type(result).__name__}")
-        if bool(result) != want:
-            a, ca, b, cb = args
-            verdict = "do not overlap" if want else "overlap"
-            raise Fail(f"{a} ± {ca} and {b} ± {cb} {verdict}: significant means |a − b| > ci_a + ci_b")
-    return "you read confidence intervals correctly"
+        answers.append(bool(result))
+    if answers == [want for _, want in cases]:
+        return "paired test right: per-task differences, mean ± 1.96 s/√n, significant when 0 is outside"
+    for hint, rule in SIGNIFICANCE_MISTAKES.items():
+        if answers == [bool(rule(a, b)) for (a, b), _ in cases]:
+            raise Fail(hint)
+    wrong = next(i for i, ((_, want), got) in enumerate(zip(cases, answers)) if got != want)
+    mean, ci = _interval(cases[wrong][0][0] - cases[wrong][0][1])
+    raise Fail(f"case {wrong + 1}: the per-task differences a − b give {mean:.3f} ± {ci:.3f}, so the answer is "
+               f"{cases[wrong][1]}, you returned {answers[wrong]}: significant means 0 lies outside mean ± ci")

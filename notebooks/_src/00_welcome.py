@@ -107,7 +107,7 @@ print("Reptile:     ", "reptile.reptile_step" + str(inspect.signature(reptile.re
 # | $p(\mathcal{T})$ | the distribution of tasks | `tasks.sample_sine_tasks` |
 # | $\mathcal{T}_i$ | one task: a support set and a query set | `Task` (`task.x_support`, `task.y_support`, `task.x_query`, `task.y_query`) |
 # | $K$ | support examples per task (K-shot; N-way for N classes) | `shots` |
-# | $\theta$ | meta-parameters, the learned starting point | `params` (a `dict[str, Tensor]`) |
+# | $\theta$ | meta-parameters, the learned starting point | `theta` (a `dict[str, Tensor]`; the module `params` handles such dicts) |
 # | $\theta'_i$ (Reptile: $\phi_i$) | parameters adapted to task $i$ | `adapted` |
 # | $\mathcal{L}(\theta, \mathcal{T}_i)$ | loss of the model with $\theta$ on task $i$ (MSE for sine waves) | `loss_fn` |
 # | $\alpha$ | inner step size | `inner_lr` |

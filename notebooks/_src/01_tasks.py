@@ -89,13 +89,32 @@ curves = tasks.sine(grid[None, :, 0], many.info[:, :1], many.info[:, 1:])  # (ta
 best_single = curves.mean(0)
 mse_single = ((curves - best_single) ** 2).mean().item()
 mse_zero = (curves**2).mean().item()
-print(f"MSE of the best single curve: {mse_single:.2f}  (predicting 0 everywhere: {mse_zero:.2f})")
+print(f"MSE of the best single curve: {mse_single:.2f}  (predicting 0 everywhere: {mse_zero:.2f}, "
+      f"{1 - mse_single / mse_zero:.0%} lower)")
 assert mse_single > 2.0 and mse_single < mse_zero
 
 # %% [markdown]
-# The single best curve barely beats predicting zero: the tasks disagree, so their average is a
-# flat compromise. The figure shows it (grey) among a few tasks. A model that *adapts* from the
-# $K$ support points can do much better: that is what the rest of the course builds.
+# The average is not flat. With $\varphi \sim U[0, \pi]$ the phases do not cancel:
+# $\mathbb{E}[\sin(x - \varphi)] = \frac1\pi\int_0^\pi \sin(x - \varphi)\,d\varphi = -\frac2\pi \cos x$, and the
+# amplitude is independent of the phase, so the best single curve is
+#
+# $$\mathbb{E}_{\mathcal{T}}[A \sin(x - \varphi)] = -\frac{2}{\pi}\,\mathbb{E}[A] \cos x = -\frac{2}{\pi}\cdot 2.55 \cos x \approx -1.62 \cos x.$$
+#
+# Checked against the curve estimated from the 2000 tasks, and its gain over predicting zero:
+
+# %%
+formula = -(2 / math.pi) * (0.1 + 5) / 2 * torch.cos(grid[:, 0])
+print(f"best single curve = {-(2 / math.pi) * 2.55:.2f} cos x: largest gap to the estimate "
+      f"{(best_single - formula).abs().max():.2f}")
+print(f"its MSE is {1 - mse_single / mse_zero:.0%} lower than predicting zero, yet still {mse_single:.2f}")
+assert (best_single - formula).abs().max() < 0.2, "the task average should be −(2/π) E[A] cos x"
+assert 0.2 < 1 - mse_single / mse_zero < 0.4, "the average beats zero by about 30%"
+
+# %% [markdown]
+# So the best single curve is a real sine-like wave (grey in the figure, among a few tasks) and beats
+# predicting zero by the margin printed above, but its error stays large: each task has its own
+# amplitude and phase, and one curve cannot follow them all. A model that *adapts* from the $K$ support
+# points can do much better: that is what the rest of the course builds.
 
 # %%
 ax = plots.plot_tasks(batch)
@@ -129,7 +148,8 @@ explorer
 # - A task $\mathcal{T}_i$ is a small regression problem $y = A_i \sin(x - \varphi_i)$; tasks come
 #   from a distribution $p(\mathcal{T})$.
 # - Each task has a support set ($K$ points, used to adapt) and a query set (used to measure).
-# - One model without adaptation can only predict the average curve, which is poor for every task.
+# - One model without adaptation can only predict the average curve, $-\frac2\pi\mathbb{E}[A]\cos x$: better
+#   than zero, still far from most tasks.
 # - Evaluation uses a fixed set of 600 test tasks.
 
 # %% [markdown]
@@ -147,9 +167,11 @@ widgets.quiz("In a 5-shot sine task, what is 5?",
 
 # %%
 widgets.quiz("Why can't a single fixed curve fit all sine tasks well?",
-             ["the network is too small", "the tasks disagree: their average is a flat compromise",
+             ["the network is too small",
+              "the tasks disagree: their average, about −1.62 cos x, is one compromise wave far from most tasks",
               "sine waves cannot be learned by an MLP"], 1,
-             "Any one curve is a compromise between tasks; only adaptation can pick the right wave.")
+             "The average beats predicting zero, but any one curve is a compromise between tasks; only "
+             "adaptation can pick the right wave.")
 
 # %% [markdown]
 # ## Exercises

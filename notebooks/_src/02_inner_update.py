@@ -131,6 +131,25 @@ for a in [0.001, 0.01, 0.1, 0.3, 1.0]:
     print(f"α = {a:<6} support loss after 10 steps: {F.mse_loss(params.forward(model, adapted_a, x), y).item():.4g}")
 
 # %% [markdown]
+# What does a too large $\alpha$ look like? Take only $K = 2$ support points and 50 steps. With a small
+# $\alpha$ the curve passes through both points (support loss near 0) and is unconstrained elsewhere. With a
+# large one the steps overshoot until the ReLUs stop firing: the network collapses to a **flat line** at
+# the mean of the two $y$ values (its support loss is then their variance, and the gradient can no longer
+# move it). Larger still, it diverges to `nan`.
+
+# %%
+x2, y2, grid = x[:2], y[:2], tasks.sine_grid(100)
+two_points = {}
+for a in [0.02, 0.3, 1.0]:
+    adapted_a = maml.adapt(model, theta, x2, y2, F.mse_loss, a, 50, first_order=True)
+    curve = params.forward(model, adapted_a, grid)
+    two_points[a] = (F.mse_loss(params.forward(model, adapted_a, x2), y2).item(), curve.std().item())
+    print(f"K = 2, α = {a:<4} 50 steps: support loss {two_points[a][0]:.4g}, spread of the curve (std) {two_points[a][1]:.4g}")
+assert two_points[0.02][0] < 1e-3, "small α: through both points"
+assert two_points[0.3][1] < 0.01 and abs(two_points[0.3][0] - y2.var(unbiased=False).item()) < 1e-2, "flat at the mean"
+assert not torch.isfinite(torch.tensor(two_points[1.0])).all(), "α = 1: divergence"
+
+# %% [markdown]
 # And a step size of zero or below is rejected with a clear message, not a silent no-op:
 
 # %%
@@ -153,8 +172,9 @@ plots.plot_adaptation(model, theta, task, inner_lr=0.01, steps=(0, 1, 10), name=
 # %% [markdown]
 # ## 6. Explore: α, steps and K
 #
-# Adapt the random network to a task of your choice. Try: many steps with large $\alpha$ and $K = 2$
-# (the curve passes through the points, elsewhere it is wild); $\alpha = 1$ (divergence).
+# Adapt the random network to a task of your choice. Try $K = 2$ with many steps: with a small $\alpha$
+# the curve passes through the two points and says little about the rest of the wave; raise $\alpha$ and
+# it collapses to a flat line (section 4); $\alpha = 1$ diverges.
 
 # %%
 explorer = widgets.adaptation_explorer({"random init": model}, inner_lr=0.05, steps=10, max_steps=50)

@@ -65,28 +65,72 @@ plots.plot_eval(results, log=True);
 # %% [markdown]
 # ## 3. Which differences are real?
 #
-# Two methods differ *significantly* (in this conservative sense) when their 95% intervals do not
-# overlap: $|\bar e_a - \bar e_b| > c_a + c_b$. After one adaptation step:
+# A tempting rule says two methods differ when their 95% intervals do not overlap. It is wrong: the
+# interval of a *difference* is narrower than the two intervals side by side (for independent results
+# $\pm\sqrt{c_a^2 + c_b^2}$, not $\pm(c_a + c_b)$), so two intervals can overlap while the difference is
+# significant. And here the results are not independent: every method is scored on the **same** 600
+# tasks, and a task that is hard for one method (a large amplitude, say) is hard for all of them. The
+# right tool is the **paired** test: take the per-task differences $d_i = e_{a,i} - e_{b,i}$, then their
+# mean and 95% interval $\bar d \pm 1.96\, s_d / \sqrt{n}$. The difference is significant (at the 5%
+# level) when that interval excludes 0. `evaluation.paired_difference(a, b, step)` computes it; first by
+# hand, for MAML − FOMAML after one step:
 
 # %%
-def significant(a, b, step=1):
-    (mean_a, ci_a), (mean_b, ci_b) = results[a].at(step), results[b].at(step)
-    return abs(mean_a - mean_b) > ci_a + ci_b
-
-for a, b in [("maml", "pretrain"), ("fomaml", "pretrain"), ("reptile", "pretrain"), ("maml", "fomaml"),
-             ("maml", "reptile")]:
-    print(f"{a:8s} vs {b:8s}: {'different' if significant(a, b) else 'not distinguishable'} after 1 step")
-if all(run.iteration >= 10_000 for run in runs.values()):  # the shipped checkpoints
-    for algo in ["maml", "fomaml", "reptile"]:
-        assert significant(algo, "pretrain") and results[algo].at(1)[0] < results["pretrain"].at(1)[0]
+d = results["maml"].per_task[:, 1] - results["fomaml"].per_task[:, 1]     # per-task differences, step 1
+by_hand = (d.mean().item(), 1.96 * d.std().item() / len(d) ** 0.5)
+library = evaluation.paired_difference(results["maml"], results["fomaml"], step=1)
+print(f"MAML − FOMAML after 1 step: {by_hand[0]:+.3f} ± {by_hand[1]:.3f} (by hand), "
+      f"{library[0]:+.3f} ± {library[1]:.3f} (library), over {len(d)} tasks")
+assert abs(by_hand[0] - library[0]) < 1e-6 and abs(by_hand[1] - library[1]) < 1e-6
 
 # %% [markdown]
-# With the full runs, all three meta-learners beat the pretrained baseline by far after one step.
-# Between them the differences are small next to that gap (MAML and FOMAML are usually not
-# distinguishable): MAML's extra second-order work buys little here, which is why FOMAML and Reptile
-# are popular for large models. If MAML's 5- and 10-step columns read `nan` or carry a huge
-# interval, a test task diverged under repeated steps: MAML was trained for exactly one step (see
-# notebook 04); the methods trained with several steps or first order degrade more gracefully.
+# Now every pair after one step. For each: the paired interval, the unpaired one
+# $\pm\sqrt{c_a^2 + c_b^2}$ (as if the tasks were different), and what the overlap rule would say:
+
+# %%
+def verdict(low_high):
+    return "significant" if low_high[0] > 0 or low_high[1] < 0 else "not significant"
+
+pairs = [("maml", "pretrain"), ("fomaml", "pretrain"), ("reptile", "pretrain"), ("maml", "fomaml"),
+         ("maml", "reptile"), ("fomaml", "reptile")]
+paired = {}
+for a, b in pairs:
+    (mean_a, ci_a), (mean_b, ci_b) = results[a].at(1), results[b].at(1)
+    mean, ci = paired[a, b] = evaluation.paired_difference(results[a], results[b], step=1)
+    unpaired = (ci_a**2 + ci_b**2) ** 0.5
+    overlap = abs(mean_a - mean_b) <= ci_a + ci_b
+    print(f"{a:7s} − {b:8s}: {mean:+.3f} ± {ci:.3f} paired: {verdict((mean - ci, mean + ci)):15s} | "
+          f"± {unpaired:.3f} unpaired | intervals {'overlap' if overlap else 'apart'}")
+    assert not ci > unpaired, "on the same tasks the paired interval should be the narrower"
+if all(run.iteration >= 10_000 for run in runs.values()):  # the shipped checkpoints
+    for algo in ["maml", "fomaml", "reptile"]:
+        mean, ci = paired[algo, "pretrain"]
+        assert mean + ci < 0, f"{algo} should beat the pretrained baseline after one step"
+
+# %% [markdown]
+# Read the verdicts from the printout, not from the figure. The paired intervals are narrower than the
+# unpaired ones because the task-to-task variation, shared by all methods, cancels in $d_i$. The
+# summary, from the numbers above:
+
+# %%
+maml_fo, ci_fo = paired["maml", "fomaml"]
+print("All three meta-learners minus the baseline after one step: "
+      + ", ".join(f"{a} {paired[a, 'pretrain'][0]:+.2f} ± {paired[a, 'pretrain'][1]:.2f}"
+                  for a in ["maml", "fomaml", "reptile"]) + ".")
+print(f"MAML − FOMAML: {maml_fo:+.3f} ± {ci_fo:.3f}, {verdict((maml_fo - ci_fo, maml_fo + ci_fo))}"
+      f"{' (MAML lower)' if maml_fo + ci_fo < 0 else ' (FOMAML lower)' if maml_fo - ci_fo > 0 else ''}.")
+between = max(abs(paired[a, b][0]) for a, b in pairs if b != "pretrain")
+to_baseline = min(abs(paired[a, "pretrain"][0]) for a in ["maml", "fomaml", "reptile"])
+print(f"largest difference between meta-learners: {between:.3f}; smallest gap to the baseline: {to_baseline:.3f}")
+if all(run.iteration >= 10_000 for run in runs.values()):
+    assert between < to_baseline / 3, "the meta-learners' differences should be small next to the baseline's"
+
+# %% [markdown]
+# The differences between the meta-learners are small next to their gap to the baseline: MAML's extra
+# second-order work buys little here, which is why FOMAML and Reptile are popular for large models. If
+# MAML's 5- and 10-step columns read `nan` or carry a huge interval, a test task diverged under repeated
+# steps: MAML was trained for exactly one step (see notebook 04); the methods trained with several steps
+# or first order degrade more gracefully.
 #
 # ## 4. On one task
 #
@@ -126,7 +170,8 @@ explorer
 # ## Summary
 #
 # - Same model, tasks and test protocol: MAML, FOMAML and Reptile all beat the pretrained baseline by far.
-# - Their mutual differences on sine waves are small; read them with confidence intervals.
+# - Their mutual differences on sine waves are small next to the baseline's; decide with the **paired**
+#   test (per-task differences on the same tasks, 95% CI excluding 0), not by overlapping intervals.
 # - Costs differ: MAML needs second derivatives and memory growing with $k$; FOMAML and Reptile do not;
 #   Reptile does not even need a query set.
 # - The algorithms are model-agnostic: notebook 08 runs them on images.
@@ -155,11 +200,13 @@ widgets.quiz("You must meta-train a large network with 10 inner steps and little
 # %% [markdown]
 # ## Exercises
 #
-# **Exercise 7.1 — reading intervals.** Return `True` when two results `mean_a ± ci_a` and
-# `mean_b ± ci_b` differ significantly in the sense above (their intervals do not overlap), else `False`.
+# **Exercise 7.1 — the paired test.** `errors_a` and `errors_b` are two methods' per-task errors on the
+# *same* tasks (1-D tensors, task $i$ in row $i$ of both). Return `True` when the difference is significant:
+# the 95% interval $\bar d \pm 1.96\, s_d/\sqrt{n}$ of the per-task differences $d = a - b$ excludes 0
+# ($s_d$: the unbiased standard deviation), else `False`. (Compare with `evaluation.paired_difference`.)
 
 # %%
-def significant(mean_a, ci_a, mean_b, ci_b):
+def significant(errors_a, errors_b):
     raise NotImplementedError
 
 
