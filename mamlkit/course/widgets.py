@@ -140,6 +140,7 @@ def meta_gradient_explorer() -> Explorer:
     x = torch.tensor([[[-2.0], [-1.0], [0.5], [2.0]]], dtype=torch.float64)
     x_query = torch.tensor([[[-1.5], [0.0], [1.0], [2.5]]], dtype=torch.float64)
     task = Task(x, 1.5 * x + 0.3, x_query, 1.5 * x_query - 0.2)
+    hessian = float(2 * (x**2).mean())  # H = L″_support(w), the same for every w
     controls = {"w": W.FloatSlider(value=-1.0, min=-2.0, max=4.0, step=0.1, description="w", **SLIDER),
                 "inner_lr": W.FloatSlider(value=0.1, min=0.01, max=0.3, step=0.01, description="α", **SLIDER)}
 
@@ -154,7 +155,7 @@ def meta_gradient_explorer() -> Explorer:
                     lw=2, label=f"{plots.label(name)} slope {s:.2f}")
         ax.set(xlabel="w", ylabel="L_query(w′)", title=f"α={inner_lr:.2f}: slopes differ by the factor (1 − αH)")
         ax.legend(fontsize="x-small")
-        return {"maml_slope": slope, "fomaml_slope": fo_slope}
+        return {"maml_slope": slope, "fomaml_slope": fo_slope, "hessian": hessian}
     return Explorer(controls, draw)
 
 
