@@ -170,7 +170,8 @@ def course_quizzes():
         summary = text.splitlines().index("# ## Summary") + 1
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "widgets.quiz":
-                arguments = dict(zip(["question", "right", "wrong"], node.args)) | {k.arg: k.value for k in node.keywords}
+                arguments = dict(zip(["question", "right", "wrong"], node.args))
+                arguments |= {k.arg: k.value for k in node.keywords}
                 found.append((path.stem, node.lineno, arguments, node.lineno < summary))
     return found
 

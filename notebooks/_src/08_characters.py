@@ -15,7 +15,7 @@
 import torch
 
 from mamlkit import checkpoint, params, runs
-from mamlkit.course import characters, plots
+from mamlkit.course import characters, plots, widgets
 from mamlkit.course.notebook import fast, setup_notebook
 
 device = setup_notebook(seed=0)
@@ -192,8 +192,6 @@ if ready:
 # ## Check yourself
 
 # %%
-from mamlkit.course import widgets  # noqa: E402
-
 widgets.quiz("What does the network see of a new character before predicting its query drawings?",
              right=("K labelled drawings in the support set",
                     "Meta-test characters are never seen during meta-training; adaptation uses the support set only."),
