@@ -201,7 +201,8 @@ widgets.quiz("In the chef analogy, what plays the role of the familiar recipe?",
 #
 # Every notebook ends with exercises: a function to fill in, then a `checks.check_*` call that prints
 # one line, ✅ or ❌ with a hint, and returns `True` or `False` (so an instructor can grade a
-# submission by running it). Until you fill it in, the check says "not implemented yet".
+# submission by running it; the `;` that ends each check cell keeps Jupyter from also printing that
+# `True` or `False` under the line). Until you fill it in, the check says "not implemented yet".
 #
 # **Exercise 0.1 — the notation.** Replace each `"?"` with the name the symbol has in `mamlkit`
 # code (see the table in section 4), then run the cell.
