@@ -153,7 +153,7 @@ def check_adapt(fn):
         MODEL_NOT_DICT: P.flatten(maml.adapt(model, stored, *args, steps, first_order=True)).detach(),
         MODEL_NOT_DICT + ", at every step":  # θ minus k times the gradient at the stored parameters
             before + steps * (P.flatten(maml.inner_update(model, stored, *args)).detach() - P.flatten(stored).detach()),
-        **{f"you took {k} inner steps instead of inner_steps={steps}: loop range(inner_steps)":
+        **{f"you took {k} inner step(s) instead of inner_steps={steps}: loop range(inner_steps)":
            P.flatten(maml.adapt(model, params, *args, k)) for k in (steps - 1, steps + 1)},
     })
     ref = maml.adapt(model, params, *args, steps)
