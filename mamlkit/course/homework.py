@@ -2,10 +2,19 @@
 do not have; the same one-line "✅ ..." / "❌ <hint>" feedback as ``mamlkit.course.checks``. The project
 (assignment 5) has its own module, ``mamlkit.course.project``.
 
-Introduced in homework/source/hw1_inner_update (see homework/README.md).
+Each assignment asks for a variant the notebooks did not have the learner write (Meta-SGD's update, the
+meta-gradient through several steps, the first-order gap measured, Reptile's Adam and mini-batches), and
+grades it only if the learner's function does the work itself: ``on_its_own`` runs it while watching
+for calls into the library's own algorithms (``mamlkit.maml``, ``inner``, ``reptile``, these checkers…);
+only the helpers of ``ALLOWED`` (parameter dicts, models, tasks) may be called.
+
+Introduced in homework/source/hw1_meta_sgd (see homework/README.md).
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +24,75 @@ from .. import params as P
 from ..inner import InnerLoop
 from .checks import setup
 from .feedback import Fail, call, checker, close, diagnose, expect_params, expect_unchanged
+
+LIBRARY = Path(__file__).resolve().parents[1]  # the mamlkit package
+# what a graded function may call: parameter dicts and forward, the models, the Task container
+ALLOWED = ("params.py", "models.py", "tasks.py")
+
+
+class LibraryCall(AssertionError):
+    """A graded function called the library's own implementation instead of computing the answer."""
+
+
+def _library_name(code) -> str | None:
+    """``mamlkit.maml.inner_update`` for a function of the package outside ``ALLOWED``, else None."""
+    try:
+        path = Path(code.co_filename).resolve().relative_to(LIBRARY)
+    except ValueError:
+        return None
+    if path.as_posix() in ALLOWED:
+        return None
+    module = ".".join(("mamlkit", *path.with_suffix("").parts))
+    return f"{module}.{getattr(code, 'co_qualname', code.co_name)}"
+
+
+def library_calls(fn, *args):
+    """``fn(*args)`` and the library functions called from outside the library while it ran (the learner's
+    calls, not those the library makes itself). Watches with ``sys.setprofile``, so a call through an alias,
+    a ``partial`` or a method is seen too."""
+    calls, root = [], str(LIBRARY)
+    wrappers = {library_calls.__code__, call.__code__}  # they call the learner's function (which may be ours)
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(root) and frame.f_code not in wrappers:
+            caller = frame.f_back
+            if caller is None or caller.f_code in wrappers or not caller.f_code.co_filename.startswith(root):
+                name = _library_name(frame.f_code)
+                if name is not None:
+                    calls.append(name)
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        result = fn(*args)
+    finally:
+        sys.setprofile(previous)
+    return result, list(dict.fromkeys(calls))
+
+
+def library_call_message(calls: list[str]) -> str:
+    return (f"your function calls {calls[0]}: the graded function must compute it itself "
+            f"(only {', '.join('mamlkit.' + a[:-3] for a in ALLOWED)} may be used)")
+
+
+def on_its_own(fn):
+    """``fn``, refusing (``LibraryCall``, an AssertionError: the hidden test fails) if it calls the library."""
+    def run(*args):
+        result, calls = library_calls(fn, *args)
+        if calls:
+            raise LibraryCall(library_call_message(calls))
+        return result
+    return run
+
+
+def call_alone(fn, *args):
+    """``feedback.call`` that also fails, with a one-line hint, when ``fn`` calls the library's implementation."""
+    if not callable(fn):
+        raise Fail(f"expected a function, got {type(fn).__name__}")
+    result, calls = library_calls(call, fn, *args)
+    if calls:
+        raise Fail(library_call_message(calls))
+    return result
 
 
 @checker
