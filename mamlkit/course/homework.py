@@ -185,3 +185,120 @@ def check_reptile_step(fn):
     if not close(got, ref):
         raise Fail("values differ from θ + ε (mean_i φ_i − θ), φ_i = k SGD steps on task i's support set")
     return "reptile_step matches mamlkit.reptile.reptile_step"
+
+
+# --- hw1: Meta-SGD -------------------------------------------------------------------------------
+
+def _alphas(params, seed: int = 0, requires_grad: bool = True) -> dict:
+    """Per-element step sizes in [0.02, 0.12), float64 like ``params``, leaves of the graph."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: (0.02 + 0.1 * torch.rand(v.shape, generator=g, dtype=v.dtype)).requires_grad_(requires_grad)
+            for k, v in params.items()}
+
+
+def _meta_sgd_loop(alphas, first_order: bool = False) -> InnerLoop:
+    return InnerLoop.sgd(alphas, 1, first_order)
+
+
+def _grad_of(loss, leaves) -> torch.Tensor:
+    """∇ loss w.r.t. ``leaves``, flattened; zeros where ``loss`` does not depend on a leaf."""
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True, retain_graph=True)
+    return torch.cat([(torch.zeros_like(v) if g is None else g).reshape(-1) for v, g in zip(leaves, grads)])
+
+
+@checker
+def check_meta_sgd_update(fn):
+    """hw1: θ' = θ − α ⊙ ∇L(θ), second order in θ, differentiable in α."""
+    model, params, tasks = setup()
+    task, alphas = tasks[0], _alphas(params)
+    before = P.flatten(params).detach().clone()
+    result = call_alone(fn, model, params, alphas, task.x_support, task.y_support, F.mse_loss)
+    got = expect_params(result, params)
+    expect_unchanged(params, before)
+    ref = {k: _meta_sgd_loop(alphas, fo).adapt(model, F.mse_loss, params, task.x_support, task.y_support)[0]
+           for k, fo in (("second", False), ("first", True))}
+    grad_support = torch.autograd.grad(F.mse_loss(P.forward(model, params, task.x_support), task.y_support),
+                                       list(params.values()))
+    g = torch.cat([v.reshape(-1) for v in grad_support])
+    flat_alpha = P.flatten(alphas).detach()
+    diagnose(got.detach(), {
+        "wrong sign: step downhill, θ − α ⊙ ∇L(θ)": before + flat_alpha * g,
+        "you used one step size (the mean of α): multiply each gradient element by its own α[name]":
+            before - flat_alpha.mean() * g,
+    })
+    if not close(got.detach(), P.flatten(ref["second"]).detach()):
+        raise Fail("values differ from θ − α ⊙ ∇_θ loss_fn(f_θ(x), y): one step on (x, y), α[name] per element")
+    query = lambda adapted: F.mse_loss(P.forward(model, adapted, task.x_query), task.y_query)
+    if not result[next(iter(params))].requires_grad:
+        raise Fail("θ′ is cut from the graph: no .detach() (the outer loop differentiates through θ′)")
+    got_alpha, ref_alpha = (_grad_of(query(a), list(alphas.values())) for a in (result, ref["second"]))
+    if not got_alpha.abs().sum() > 0:
+        raise Fail("α is not in the graph of θ′ (did you detach alphas or use .item()?): Meta-SGD learns α "
+                   "from ∂L_query(θ′)/∂α")
+    got_theta, ref_theta, first = (_grad_of(query(a), list(params.values()))
+                                   for a in (result, ref["second"], ref["first"]))
+    diagnose(got_theta, {"keep the graph of the gradient (create_graph=True): the meta-gradient w.r.t. θ "
+                         "misses the Hessian term": first})
+    if not (close(got_theta, ref_theta) and close(got_alpha, ref_alpha)):
+        raise Fail("θ′ has the right values but the wrong gradients: build it from params, alphas and the "
+                   "gradient of the support loss")
+    return "meta_sgd_update equals θ − α ⊙ ∇L(θ), differentiable in θ (second order) and in α"
+
+
+@checker
+def check_alpha_meta_gradient(fn):
+    """hw1: ∂L_query(θ′)/∂α = −∇L_support(θ) ⊙ ∇L_query(θ′)."""
+    model, params, tasks = setup(seed=1)
+    task, alphas = tasks[0], _alphas(params, seed=1)
+    got = expect_params(call_alone(fn, model, params, alphas, task, F.mse_loss), alphas, "the gradient").detach()
+    adapted = _meta_sgd_loop(alphas).adapt(model, F.mse_loss, params, task.x_support, task.y_support)[0]
+    query = F.mse_loss(P.forward(model, adapted, task.x_query), task.y_query)
+    ref = _grad_of(query, list(alphas.values()))
+    g_support = _grad_of(F.mse_loss(P.forward(model, params, task.x_support), task.y_support), list(params.values()))
+    g_query_at_theta = _grad_of(F.mse_loss(P.forward(model, params, task.x_query), task.y_query),
+                                list(params.values()))
+    theta_grad = _grad_of(F.mse_loss(P.forward(model, adapted, task.x_query), task.y_query), list(params.values()))
+    diagnose(got, {
+        "wrong sign: θ′ = θ − α ⊙ g, so ∂θ′/∂α = −g": -ref,
+        "take the query gradient at θ′ (after the step), not at θ": -g_support * g_query_at_theta,
+        "that is the meta-gradient w.r.t. θ: the one w.r.t. α is −∇L_support(θ) ⊙ ∇L_query(θ′)": theta_grad,
+    })
+    if not close(got, ref):
+        raise Fail("values differ from −∇_θ L_support(θ) ⊙ ∇_θ′ L_query(θ′), element by element")
+    return "alpha_meta_gradient equals autograd's ∂L_query(θ′)/∂α: −∇L_support(θ) ⊙ ∇L_query(θ′)"
+
+
+@checker
+def check_meta_sgd_outer_step(fn):
+    """hw1: one plain-SGD outer step on θ and α together."""
+    model, params, tasks = setup(seed=2)
+    alphas, outer_lr = _alphas(params, seed=2), 0.05
+    before = torch.cat([P.flatten(params), P.flatten(alphas)]).detach().clone()
+    result = call_alone(fn, model, params, alphas, tasks, F.mse_loss, outer_lr)
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise Fail(f"return a tuple (new_params, new_alphas), got {type(result).__name__}")
+    got = torch.cat([expect_params(result[0], params, "new_params"),
+                     expect_params(result[1], alphas, "new_alphas")]).detach()
+    if not torch.equal(torch.cat([P.flatten(params), P.flatten(alphas)]).detach(), before):
+        raise Fail("your function changed params or alphas in place: return new dicts")
+    leaves = [*params.values(), *alphas.values()]
+
+    def step(first_order=False, total=False):
+        loop = _meta_sgd_loop(alphas, first_order)
+        losses = torch.stack([F.mse_loss(P.forward(model, loop.adapt(model, F.mse_loss, params, t.x_support,
+                                                                      t.y_support)[0], t.x_query), t.y_query)
+                              for t in tasks])
+        return before - outer_lr * _grad_of(losses.sum() if total else losses.mean(), leaves)
+
+    ref, n = step(), P.flatten(params).numel()
+    diagnose(got, {
+        "α did not move: take the step on alphas too, α − β ∇_α M": torch.cat([ref[:n], before[n:]]),
+        "θ did not move: take the step on params too, θ − β ∇_θ M": torch.cat([before[:n], ref[n:]]),
+        "wrong sign: step downhill, − β ∇M": 2 * before - ref,
+        f"you summed over the {len(tasks)} tasks: average the query losses": step(total=True),
+        "θ's meta-gradient misses the Hessian term: meta_sgd_update must keep the graph (create_graph=True)":
+            step(first_order=True),
+    })
+    if not close(got, ref):
+        raise Fail("values differ from (θ, α) − β ∇ mean_i L_query(θ′_i) with θ′_i = θ − α ⊙ ∇L_support(θ)")
+    return "meta_sgd_outer_step moves θ and α by − β × the Meta-SGD meta-gradient"
