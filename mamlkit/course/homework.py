@@ -23,7 +23,7 @@ from .. import maml, reptile
 from .. import params as P
 from ..inner import InnerLoop
 from .checks import setup
-from .feedback import Fail, call, checker, close, diagnose, expect_params, expect_unchanged
+from .feedback import Fail, call, checker, close, diagnose, expect_params, expect_tensor, expect_unchanged
 
 LIBRARY = Path(__file__).resolve().parents[1]  # the mamlkit package
 # what a graded function may call: parameter dicts and forward, the models, the Task container
@@ -302,3 +302,90 @@ def check_meta_sgd_outer_step(fn):
     if not close(got, ref):
         raise Fail("values differ from (θ, α) − β ∇ mean_i L_query(θ′_i) with θ′_i = θ − α ⊙ ∇L_support(θ)")
     return "meta_sgd_outer_step moves θ and α by − β × the Meta-SGD meta-gradient"
+
+
+# --- hw2: the meta-gradient through several steps -------------------------------------------------
+
+def _linear_problem(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x_s, x_q = (torch.randn(n, 3, generator=g, dtype=torch.float64) for n in (6, 5))
+    y_s, y_q = (torch.randn(n, generator=g, dtype=torch.float64) for n in (6, 5))
+    return x_s, y_s, x_q, y_q, torch.randn(3, generator=g, dtype=torch.float64)
+
+
+def _linear_steps(x_s, y_s, x_q, y_q, w, lr, steps, factors=None, at=None):
+    """(I − α H)^factors ∇L_query(w at step ``at``): the answer (factors = at = steps) and typical mistakes."""
+    grad = lambda x, y, v: 2 / len(x) * x.T @ (x @ v - y)
+    path = [w]
+    for _ in range(steps):
+        path.append(path[-1] - lr * grad(x_s, y_s, path[-1]))
+    jacobian = torch.eye(len(w), dtype=w.dtype) - lr * 2 / len(x_s) * x_s.T @ x_s
+    factors, at = steps if factors is None else factors, steps if at is None else at
+    return torch.linalg.matrix_power(jacobian, factors) @ grad(x_q, y_q, path[at])
+
+
+@checker
+def check_meta_gradient_linear_steps(fn):
+    """hw2: (I − α H_support)^k ∇L_query(w_k) for the linear model."""
+    problem, lr, k = _linear_problem(), 0.1, 3
+    got = expect_tensor(call_alone(fn, *problem, lr, k), problem[-1], "the meta-gradient")
+    ref = _linear_steps(*problem, lr, k)
+    diagnose(got, {
+        "that is the First-Order MAML gradient ∇L_query(w_k): multiply by (I − α H_support)^k": _linear_steps(
+            *problem, lr, k, factors=0),
+        f"one factor (I − α H) per inner step: (I − α H)^k, here k = {k}": _linear_steps(*problem, lr, k, factors=1),
+        "take the query gradient at w_k, after the k steps, not at w": _linear_steps(*problem, lr, k, at=0),
+        f"you took 1 inner step instead of inner_steps={k}": _linear_steps(*problem, lr, 1),
+    })
+    if not close(got, ref):
+        raise Fail("values differ from (I − α H_support)^k ∇L_query(w_k), H = 2/n xᵀx, ∇L(w) = 2/n xᵀ(xw − y)")
+    zero = call_alone(fn, *problem, lr, 0)
+    if not close(zero, ref := _linear_steps(*problem, lr, 0)):
+        raise Fail("with inner_steps = 0 the meta-gradient is the query gradient at w, 2/n x_qᵀ(x_q w − y_q)")
+    return "meta_gradient_linear equals (I − α H)^k ∇L_query(w_k) (autograd through k steps agrees)"
+
+
+def _msl(model, params, tasks, lr, weights, first_order=False, total=False, offset=1):
+    """The multi-step loss and its typical mistakes (``offset=0`` weights θ_0 … θ_{k−1})."""
+    loop = InnerLoop.sgd(lr, len(weights), first_order)
+    losses = []
+    for t in tasks:
+        path = loop.trajectory(model, F.mse_loss, params, t.x_support, t.y_support)[0]
+        losses.append(sum(v * F.mse_loss(P.forward(model, path[j + offset], t.x_query), t.y_query)
+                          for j, v in enumerate(weights)))
+    return torch.stack(losses).sum() if total else torch.stack(losses).mean()
+
+
+@checker
+def check_multi_step_loss(fn):
+    """hw2: MAML++'s multi-step loss, second order."""
+    model, params, tasks = setup(seed=3)
+    lr, weights = 0.1, [0.2, 0.3, 0.5]
+    result = call_alone(fn, model, params, tasks, F.mse_loss, lr, weights)
+    if not isinstance(result, torch.Tensor) or result.dim() != 0:
+        raise Fail(f"return a 0-d tensor (the loss), got {type(result).__name__} "
+                   f"{tuple(result.shape) if isinstance(result, torch.Tensor) else ''}")
+    last = InnerLoop.sgd(lr, len(weights))
+    only_last = torch.stack([F.mse_loss(P.forward(model, last.adapt(model, F.mse_loss, params, t.x_support,
+                                                                   t.y_support)[0], t.x_query), t.y_query)
+                             for t in tasks]).mean()
+    ref = _msl(model, params, tasks, lr, weights)
+    diagnose(result.detach(), {
+        "weights[0] goes with θ_1, the parameters after the first step (not θ_0 before it)":
+            _msl(model, params, tasks, lr, weights, offset=0).detach(),
+        "you used only the last step: weight the query loss after every step": only_last.detach(),
+        "… times weights[-1]: add weights[j-1] × the query loss after every step j": (weights[-1] * only_last).detach(),
+        f"you summed over the {len(tasks)} tasks: average them": _msl(model, params, tasks, lr, weights,
+                                                                      total=True).detach(),
+    })
+    if not close(result.detach(), ref.detach()):
+        raise Fail("values differ from mean_i sum_j weights[j-1] L_query(θ_j): j SGD steps of inner_lr on the support set")
+    if not result.requires_grad:
+        raise Fail("the loss is cut from the graph: no .detach() / .item(), the outer loop differentiates it")
+    leaves = list(params.values())
+    got = _grad_of(result, leaves)
+    diagnose(got, {"keep the graph of every inner step (create_graph=True): the gradient misses the Hessian terms":
+                   _grad_of(_msl(model, params, tasks, lr, weights, first_order=True), leaves)})
+    if not close(got, _grad_of(ref, leaves)):
+        raise Fail("the value is right but its gradient is not: build every θ_j from params through the steps")
+    return "multi_step_loss equals MAML++'s weighted query losses after every step, second order"
