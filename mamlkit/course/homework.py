@@ -339,8 +339,7 @@ def check_meta_gradient_linear_steps(fn):
     })
     if not close(got, ref):
         raise Fail("values differ from (I − α H_support)^k ∇L_query(w_k), H = 2/n xᵀx, ∇L(w) = 2/n xᵀ(xw − y)")
-    zero = call_alone(fn, *problem, lr, 0)
-    if not close(zero, ref := _linear_steps(*problem, lr, 0)):
+    if not close(call_alone(fn, *problem, lr, 0), _linear_steps(*problem, lr, 0)):
         raise Fail("with inner_steps = 0 the meta-gradient is the query gradient at w, 2/n x_qᵀ(x_q w − y_q)")
     return "meta_gradient_linear equals (I − α H)^k ∇L_query(w_k) (autograd through k steps agrees)"
 
@@ -389,3 +388,72 @@ def check_multi_step_loss(fn):
     if not close(got, _grad_of(ref, leaves)):
         raise Fail("the value is right but its gradient is not: build every θ_j from params through the steps")
     return "multi_step_loss equals MAML++'s weighted query losses after every step, second order"
+
+
+# --- hw3: the first-order gap ----------------------------------------------------------------------
+
+def _meta_gradients(model, params, task, lr, steps, first_order, loss_fn=F.mse_loss) -> torch.Tensor:
+    """The (first-order) MAML meta-gradient of one task, flattened."""
+    loss = maml.maml_loss(model, params, [task], loss_fn, lr, steps, first_order)
+    return _grad_of(loss, list(params.values()))
+
+
+@checker
+def check_maml_and_fomaml_gradients(fn):
+    """hw3: MAML's and FOMAML's meta-gradients of one task after k steps."""
+    model, params, tasks = setup(seed=4)
+    task, lr, k = tasks[0], 0.1, 3
+    result = call_alone(fn, model, params, task, F.mse_loss, lr, k)
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise Fail(f"return a tuple (g_maml, g_fomaml), got {type(result).__name__}")
+    got = [expect_params(g, params, what).detach() for g, what in zip(result, ("g_maml", "g_fomaml"))]
+    ref = [_meta_gradients(model, params, task, lr, k, fo) for fo in (False, True)]
+    query_at_theta = _grad_of(F.mse_loss(P.forward(model, params, task.x_query), task.y_query), list(params.values()))
+    if close(got[0], ref[1]) and close(got[1], ref[0]):
+        raise Fail("you swapped them: return (g_maml, g_fomaml)")
+    if close(got[0], ref[1]):
+        raise Fail("g_maml equals the first-order gradient: keep the graph of every inner step (create_graph=True) "
+                   "and differentiate w.r.t. params")
+    for i, what in enumerate(("g_maml", "g_fomaml")):
+        diagnose(got[i], {
+            f"{what}: take the query gradient after the inner steps, at θ_k, not at θ": query_at_theta,
+            f"{what}: you took 1 inner step instead of inner_steps={k}": _meta_gradients(model, params, task, lr, 1,
+                                                                                        bool(i)),
+        })
+    for i, what in enumerate(("g_maml", "g_fomaml")):
+        if not close(got[i], ref[i]):
+            raise Fail(f"{what} differs from {('∇_θ', '∇_θk')[i]} L_query(θ_k) after {k} SGD steps of inner_lr")
+    return "both meta-gradients match (second order through the k steps; first order at θ_k)"
+
+
+def _gap(model, params, tasks, lr, steps, relative_to=0, per_task=False):
+    g = [torch.stack([_meta_gradients(model, params, t, lr, steps, fo) for t in tasks]) for fo in (False, True)]
+    if per_task:
+        rel = ((g[0] - g[1]).norm(dim=1) / g[relative_to].norm(dim=1)).mean()
+        cos = F.cosine_similarity(g[0], g[1], dim=1).mean()
+    else:
+        m = [v.mean(0) for v in g]
+        rel, cos = (m[0] - m[1]).norm() / m[relative_to].norm(), F.cosine_similarity(m[0], m[1], dim=0)
+    return [float(rel), float(cos)]
+
+
+@checker
+def check_first_order_gap(fn):
+    """hw3: relative error and cosine between the task-averaged MAML and FOMAML meta-gradients."""
+    model, params, tasks = setup(seed=5)
+    lr, k = 0.2, 2
+    result = call_alone(fn, model, params, tasks, F.mse_loss, lr, k)
+    if not isinstance(result, tuple) or len(result) != 2 or not all(isinstance(v, (float, int)) for v in result):
+        raise Fail(f"return a tuple of two floats (relative_error, cosine), got {result!r:.60}")
+    ref = _gap(model, params, tasks, lr, k)
+    diagnose(list(result), {
+        "you swapped them: return (relative_error, cosine)": ref[::-1],
+        "divide by ‖ḡ_MAML‖, the exact gradient, not by ‖ḡ_FO‖": _gap(model, params, tasks, lr, k, relative_to=1),
+        "average the gradients over tasks first, then compare (not the mean of per-task gaps)":
+            _gap(model, params, tasks, lr, k, per_task=True),
+    })
+    if not close(result[0], ref[0]):
+        raise Fail("the relative error differs from ‖ḡ_MAML − ḡ_FO‖ / ‖ḡ_MAML‖ (all parameters in one vector)")
+    if not close(result[1], ref[1]):
+        raise Fail("the cosine differs from ḡ_MAML·ḡ_FO / (‖ḡ_MAML‖ ‖ḡ_FO‖)")
+    return f"first_order_gap measured: relative error {ref[0]:.3f}, cosine {ref[1]:.4f} (α = {lr}, k = {k})"
