@@ -96,8 +96,9 @@ _hidden_meta_sgd_update()
 # %% [markdown]
 # ## 1.2 The meta-gradient with respect to α, by hand (3 points)
 #
-# $\theta'$ depends on $\alpha$ only through $-\alpha \odot g$, $g = \nabla_\theta \mathcal{L}_{\text{support}}(\theta)$,
-# element by element, and $g$ does not depend on $\alpha$. The chain rule gives
+# $\theta'$ depends on $\alpha$ only through $-\alpha \odot g$,
+# $g = \nabla_\theta \mathcal{L}_{\text{support}}(\theta)$, element by element,
+# and $g$ does not depend on $\alpha$. The chain rule gives
 #
 # $$\frac{\partial \mathcal{L}_{\text{query}}(\theta')}{\partial \alpha}
 # = -\,\nabla_\theta \mathcal{L}_{\text{support}}(\theta) \odot \nabla_{\theta'} \mathcal{L}_{\text{query}}(\theta').$$

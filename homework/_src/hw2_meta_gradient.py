@@ -40,7 +40,8 @@ device = setup_notebook(seed=0)
 # $w_{j+1} = w_j - \alpha \nabla \mathcal{L}_{\text{support}}(w_j)$, $w_0 = w$. Each step has the Jacobian
 # $\partial w_{j+1} / \partial w_j = I - \alpha H_{\text{support}}$ (the same matrix every step: why?), so
 #
-# $$\nabla_w \mathcal{L}_{\text{query}}(w_k) = (I - \alpha H_{\text{support}})^k\, \nabla \mathcal{L}_{\text{query}}(w_k).$$
+# $$\nabla_w \mathcal{L}_{\text{query}}(w_k)
+# = (I - \alpha H_{\text{support}})^k\, \nabla \mathcal{L}_{\text{query}}(w_k).$$
 #
 # Return it as a tensor of the shape of `w` (`x_*` have shape `(n, d)`, `y_*` shape `(n,)`, `w` shape
 # `(d,)`). No autograd: matrix products only (`torch.linalg.matrix_power` may help). With

@@ -36,7 +36,8 @@ device = setup_notebook(seed=0)
 # Adapt to `task` with `inner_steps` SGD steps of `inner_lr` on its support set and return
 # `(g_maml, g_fomaml)`, two dicts name → tensor (the names of `params`):
 #
-# - `g_maml` $= \nabla_\theta \mathcal{L}_{\text{query}}(\theta_k)$ through all $k$ steps (second order: keep the graph);
+# - `g_maml` $= \nabla_\theta \mathcal{L}_{\text{query}}(\theta_k)$ through all $k$ steps (second order: keep
+#   the graph);
 # - `g_fomaml` $= \nabla_{\theta_k} \mathcal{L}_{\text{query}}(\theta_k)$ with $\theta_k$ from first-order steps (each
 #   inner gradient a constant).
 #
@@ -90,7 +91,8 @@ _hidden_maml_and_fomaml_gradients()
 # Average each meta-gradient over the tasks of the batch (your 3.1), flatten all parameters into one
 # vector ($\bar g_{\text{MAML}}$, $\bar g_{\text{FO}}$), and return two Python floats:
 #
-# $$\text{relative error} = \frac{\lVert \bar g_{\text{MAML}} - \bar g_{\text{FO}} \rVert}{\lVert \bar g_{\text{MAML}} \rVert},
+# $$\text{relative error}
+# = \frac{\lVert \bar g_{\text{MAML}} - \bar g_{\text{FO}} \rVert}{\lVert \bar g_{\text{MAML}} \rVert},
 # \qquad \text{cosine} = \frac{\bar g_{\text{MAML}} \cdot \bar g_{\text{FO}}}{\lVert \bar g_{\text{MAML}} \rVert\,
 # \lVert \bar g_{\text{FO}} \rVert}.$$
 #

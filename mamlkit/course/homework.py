@@ -378,7 +378,8 @@ def check_multi_step_loss(fn):
                                                                       total=True).detach(),
     })
     if not close(result.detach(), ref.detach()):
-        raise Fail("values differ from mean_i sum_j weights[j-1] L_query(θ_j): j SGD steps of inner_lr on the support set")
+        raise Fail("values differ from mean_i sum_j weights[j-1] L_query(θ_j), θ_j after j SGD steps of inner_lr "
+                   "on the support set")
     if not result.requires_grad:
         raise Fail("the loss is cut from the graph: no .detach() / .item(), the outer loop differentiates it")
     leaves = list(params.values())
