@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .. import maml, reptile
 from .. import params as P
-from ..inner import InnerLoop
+from ..inner import Adam, InnerLoop, step_batch, support_grads
 from .checks import setup
 from .feedback import Fail, call, checker, close, diagnose, expect_params, expect_tensor, expect_unchanged
 
@@ -66,7 +66,10 @@ def library_calls(fn, *args):
     try:
         result = fn(*args)
     finally:
-        sys.setprofile(previous)
+        try:
+            sys.setprofile(previous)
+        except TypeError:  # a C-level profiler (cProfile) cannot be put back from Python
+            sys.setprofile(None)
     return result, list(dict.fromkeys(calls))
 
 
@@ -458,3 +461,79 @@ def check_first_order_gap(fn):
     if not close(result[1], ref[1]):
         raise Fail("the cosine differs from ḡ_MAML·ḡ_FO / (‖ḡ_MAML‖ ‖ḡ_FO‖)")
     return f"first_order_gap measured: relative error {ref[0]:.3f}, cosine {ref[1]:.4f} (α = {lr}, k = {k})"
+
+
+# --- hw4: Reptile with Adam on mini-batches --------------------------------------------------------
+
+def _adam_variant(model, params, x, y, lr, steps, batch, betas, eps, bias=True, reset=False, eps_inside=False,
+                  sgd=False):
+    """Adam on mini-batches, and its typical mistakes (flags), as the checkers' table of wrong answers."""
+    (b1, b2), phi = betas, P.detach(params)
+    m, v = ({k: torch.zeros_like(p) for k, p in phi.items()} for _ in range(2))
+    for t in range(1, steps + 1):
+        xb, yb = step_batch(x, y, t - 1, batch)
+        if reset:
+            m, v = ({k: torch.zeros_like(p) for k, p in phi.items()} for _ in range(2))
+            t = 1
+        grads = support_grads(model, F.mse_loss, phi, xb, yb, create_graph=False)
+        new = {}
+        for k, p in phi.items():
+            g = grads[k]
+            if sgd:
+                new[k] = p - lr * g
+                continue
+            m[k], v[k] = b1 * m[k] + (1 - b1) * g, b2 * v[k] + (1 - b2) * g * g
+            mh, vh = (m[k] / (1 - b1 ** t), v[k] / (1 - b2 ** t)) if bias else (m[k], v[k])
+            new[k] = p - lr * mh / ((vh + eps).sqrt() if eps_inside else vh.sqrt() + eps)
+        phi = P.detach(new)
+    return P.flatten(phi)
+
+
+@checker
+def check_adam_adapt(fn):
+    """hw4: Adam from zero moments on consecutive mini-batches, equal to torch.optim.Adam."""
+    model, params, tasks = setup(seed=6, shots=9)
+    task, lr, steps, batch, betas, eps = tasks[0], 0.01, 3, 3, (0.5, 0.9), 1e-3
+    x, y = task.x_support, task.y_support
+    before = P.flatten(params).detach().clone()
+    got = expect_params(call_alone(fn, model, params, x, y, F.mse_loss, lr, steps, batch, betas, eps),
+                        params, "φ").detach()
+    expect_unchanged(params, before)
+    ref = P.flatten(InnerLoop(Adam(lr, betas, eps), steps, first_order=True, batch=batch)
+                    .adapt(model, F.mse_loss, params, x, y, graph=False)[0])
+    variant = lambda **kw: _adam_variant(model, params, x, y, lr, steps, batch, betas, eps, **kw)
+    diagnose(got, {
+        "that is plain SGD: keep Adam's moments m and v and divide by √v̂ + ε": variant(sgd=True),
+        "the moments restart every step: start from zero once, then carry m, v and t from step to step":
+            variant(reset=True),
+        "bias correction missing: divide m by 1 − β1^t and v by 1 − β2^t (t = 1, 2, …)": variant(bias=False),
+        "ε goes outside the square root: √v̂ + ε": variant(eps_inside=True),
+        "every step used all of (x, y): step t trains on examples (t−1)b … tb−1":
+            _adam_variant(model, params, x, y, lr, steps, None, betas, eps),
+        "wrong sign: step downhill, θ − lr m̂ / (√v̂ + ε)": 2 * before - ref,
+    })
+    if not close(got, ref):
+        raise Fail("values differ from torch.optim.Adam(lr, betas, eps) on the mini-batches, from zero moments")
+    return "adam_adapt equals torch.optim.Adam on consecutive mini-batches"
+
+
+@checker
+def check_reptile_adam_step(fn):
+    """hw4: one Reptile outer step with the Adam inner loop on mini-batches."""
+    model, params, tasks = setup(seed=7, shots=6)
+    theta, lr, steps, batch, outer_lr = P.detach(params), 0.02, 3, 2, 0.3
+    before = P.flatten(theta).clone()
+    got = expect_params(call_alone(fn, model, theta, tasks, F.mse_loss, lr, steps, batch, outer_lr), theta).detach()
+    expect_unchanged(theta, before)
+    step = lambda e=outer_lr, b=batch: P.flatten(
+        reptile.reptile_step(model, theta, tasks, F.mse_loss, InnerLoop(Adam(lr), steps, True, b), outer_lr=e))
+    ref = step()
+    diagnose(got, {
+        "you moved all the way to mean φ: scale the move by ε (outer_lr)": step(e=1.0),
+        "wrong sign: Reptile moves θ toward the adapted φ_i, θ + ε (mean φ − θ)": 2 * before - ref,
+        "you summed over tasks: average the φ_i": before + len(tasks) * (ref - before),
+        "pass inner_batch on to adam_adapt: each step trains on a block of the support set": step(b=None),
+    })
+    if not close(got, ref):
+        raise Fail("values differ from θ + ε (mean_i φ_i − θ), φ_i = adam_adapt on task i's support set")
+    return "reptile_step matches mamlkit.reptile.reptile_step with the Adam inner loop on mini-batches"
