@@ -59,9 +59,15 @@ def library_calls(fn, *args, also: tuple[str, ...] = ()):
     """``fn(*args)`` and the library functions called from outside the library while it ran (the learner's
     calls, not those the library makes itself); ``also`` watches more packages, e.g. ``("torch.optim",)``.
     Watches with ``sys.setprofile``, so a call through an alias, a ``partial`` or a method is seen too."""
+    calls = []
+    return _watch(fn, args, also, calls), list(dict.fromkeys(calls))
+
+
+def _watch(fn, args, also, calls: list):
+    """``fn(*args)``, appending to ``calls`` each watched function called from outside (even if ``fn`` raises)."""
     roots = {"mamlkit": LIBRARY, **{package: _root(package) for package in also}}
     prefixes = tuple(str(r) for r in roots.values())
-    calls, wrappers = [], {library_calls.__code__, call.__code__}  # they call the learner's function
+    wrappers = {_watch.__code__, call.__code__}  # they call the learner's function (which may be ours)
 
     def profile(frame, event, arg):
         if event == "call" and frame.f_code.co_filename.startswith(prefixes) and frame.f_code not in wrappers:
@@ -74,13 +80,12 @@ def library_calls(fn, *args, also: tuple[str, ...] = ()):
     previous = sys.getprofile()
     sys.setprofile(profile)
     try:
-        result = fn(*args)
+        return fn(*args)
     finally:
         try:
             sys.setprofile(previous)
         except TypeError:  # a C-level profiler (cProfile) cannot be put back from Python
             sys.setprofile(None)
-    return result, list(dict.fromkeys(calls))
 
 
 def library_call_message(calls: list[str]) -> str:
@@ -103,7 +108,13 @@ def call_alone(fn, *args, also: tuple[str, ...] = ()):
     """``feedback.call`` that also fails, with a one-line hint, when ``fn`` calls the library's implementation."""
     if not callable(fn):
         raise Fail(f"expected a function, got {type(fn).__name__}")
-    result, calls = library_calls(call, fn, *args, also=also)
+    calls = []
+    try:
+        result = _watch(call, (fn, *args), also, calls)
+    except Fail:
+        if calls:  # it called the library, then failed: the call is what to fix
+            raise Fail(library_call_message(calls)) from None
+        raise
     if calls:
         raise Fail(library_call_message(calls))
     return result
