@@ -535,10 +535,14 @@ def submit(root: Path, student: str, name: str, nb) -> None:
 
 SINE_SETTINGS = "dict(inner_lr=0.01, inner_steps=1, outer_lr=0.001, meta_steps=200, meta_batch_size=10)"
 PARTIAL = {  # the answer cells of a partial submission: index -> "solution" or the code handed in
-    "hw1_inner_update": {0: "solution", 1: "def adapt(model, params, x, y, loss_fn, inner_lr, inner_steps):\n"
-                                           "    for _ in range(inner_steps - 1):\n"
-                                           "        params = inner_update(model, params, x, y, loss_fn, inner_lr)\n"
-                                           "    return params"},
+    "hw1_meta_sgd": {0: "solution", 1: "def alpha_meta_gradient(model, params, alphas, task, loss_fn):\n"
+                                       "    support = loss_fn(forward(model, params, task.x_support), task.y_support)\n"
+                                       "    g_s = torch.autograd.grad(support, list(params.values()))\n"
+                                       "    adapted = {k: (p - alphas[k] * g).detach().requires_grad_()\n"
+                                       "               for (k, p), g in zip(params.items(), g_s)}\n"
+                                       "    query = loss_fn(forward(model, adapted, task.x_query), task.y_query)\n"
+                                       "    g_q = torch.autograd.grad(query, list(adapted.values()))\n"
+                                       "    return {k: a * b for k, a, b in zip(params, g_s, g_q)}  # sign"},
     "hw5_project_quadratics": {0: "solution", 1: f"def hyperparameters():\n    return {SINE_SETTINGS}"},
 }
 
@@ -552,24 +556,58 @@ def partial(root: Path, name: str):
     return student
 
 
+def cheating(root: Path, name: str):
+    """The student version with every answer calling the library (CHEATS), except hw1's first: honest."""
+    student, source = read(root / "release" / name / f"{name}.ipynb"), read(source_notebook(root, name))
+    answers = [i for i, c in enumerate(student.cells) if kind(c) == "answer"]
+    for k, code in enumerate(CHEATS[name]):
+        honest = name == "hw1_meta_sgd" and k == 0
+        student.cells[answers[k]].source = source.cells[answers[k]].source if honest else code
+    return student
+
+
+def students(name: str) -> list[str]:
+    """alice hands in the solutions, bob a partial submission, carol answers that call the library."""
+    return ["alice"] + ["bob"] * (name in PARTIAL) + ["carol"] * (name in CHEATS)
+
+
 @pytest.fixture(scope="module")
 def graded(course):
-    """Autograde the instructor's solutions (alice) and a partial submission (bob): scores per test cell."""
+    """Autograde alice, bob and carol (see ``students``): scores per test cell."""
     root, api = course
     for name in ASSIGNMENTS:
         submit(root, "alice", name, read(source_notebook(root, name)))
         if name in PARTIAL:
             submit(root, "bob", name, partial(root, name))
-        for student in ("alice", "bob") if name in PARTIAL else ("alice",):
+        if name in CHEATS:
+            submit(root, "carol", name, cheating(root, name))
+        for student in students(name):
             result = api.autograde(name, student)
             assert result["success"], result.get("error", "") + result.get("log", "")
     scores = {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         for name in ASSIGNMENTS:
-            for student in ("alice", "bob") if name in PARTIAL else ("alice",):
+            for student in students(name):
                 grades = gradebook.find_submission_notebook(name, name, student).grades
                 scores[name, student] = {g.name: (g.score, g.max_score) for g in grades}
     return root, scores
+
+
+@pytest.mark.parametrize("name", list(CHEATS))
+def test_autograde_gives_a_call_into_the_library_no_points(graded, name):
+    """carol's answers call the library's implementation: 0 for each such cell, with a one-line reason;
+    hw1's honest first answer keeps its points."""
+    root, scores = graded
+    grades = scores[name, "carol"]
+    tests = [c.metadata.nbgrader["grade_id"] for c in read(source_notebook(root, name)).cells if kind(c) == "tests"]
+    nb = read(root / "autograded" / "carol" / name / f"{name}.ipynb")
+    feedback = {c.metadata.nbgrader["grade_id"]: stdout(c).strip() for c in nb.cells if kind(c) == "tests"}
+    for k, test in enumerate(tests):
+        if name == "hw1_meta_sgd" and k == 0:
+            assert grades[test][0] == grades[test][1] > 0 and feedback[test].startswith("✅ "), feedback[test]
+        else:
+            assert grades[test][0] == 0, (test, grades[test])
+            assert feedback[test].startswith("❌ your function calls "), feedback[test]
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
@@ -592,6 +630,6 @@ def test_autograde_gives_a_partial_submission_partial_points(graded, name):
     assert 0 < sum(s for s, _ in grades.values()) < sum(p for _, p in grades.values())
     nb = read(root / "autograded" / "bob" / name / f"{name}.ipynb")
     feedback = next(stdout(c) for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == tests[1])
-    expected = {"hw1_inner_update": "❌ you took 2 inner step(s) instead of inner_steps=3: loop range(inner_steps)",
+    expected = {"hw1_meta_sgd": "❌ wrong sign: θ′ = θ − α ⊙ g, so ∂θ′/∂α = −g",
                 "hw5_project_quadratics": "❌ MSE after 1 inner step(s) on 100 validation quadratics"}
     assert feedback.startswith(expected[name]) and len(feedback.strip().splitlines()) == 1, feedback
