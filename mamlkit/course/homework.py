@@ -34,9 +34,12 @@ class LibraryCall(AssertionError):
     """A graded function called the library's own implementation instead of computing the answer."""
 
 
+def _root_module(package: str):
+    return sys.modules.get(package) or __import__(package, fromlist=["_"])
+
+
 def _root(package: str) -> Path:
-    module = sys.modules.get(package) or __import__(package, fromlist=["_"])
-    return Path(module.__file__).resolve().parent
+    return Path(_root_module(package).__file__).resolve().parent
 
 
 def _watched_name(code, roots: dict) -> str | None:
@@ -66,7 +69,9 @@ def library_calls(fn, *args, also: tuple[str, ...] = ()):
 def _watch(fn, args, also, calls: list):
     """``fn(*args)``, appending to ``calls`` each watched function called from outside (even if ``fn`` raises)."""
     roots = {"mamlkit": LIBRARY, **{package: _root(package) for package in also}}
-    prefixes = tuple(str(r) for r in roots.values())
+    # code objects carry the path the module was imported by: the resolved one, or the one through a link
+    unresolved = [Path(__file__).parents[1]] + [Path(_root_module(p).__file__).parent for p in also]
+    prefixes = tuple({str(r) for r in [*roots.values(), *unresolved]})
     wrappers = {_watch.__code__, call.__code__}  # they call the learner's function (which may be ours)
 
     def profile(frame, event, arg):
