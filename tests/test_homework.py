@@ -571,10 +571,14 @@ def students(name: str) -> list[str]:
     return ["alice"] + ["bob"] * (name in PARTIAL) + ["carol"] * (name in CHEATS)
 
 
+LOGS = {}  # (assignment, student) -> what nbgrader autograde logged
+
+
 @pytest.fixture(scope="module")
 def graded(course):
-    """Autograde alice, bob and carol (see ``students``): scores per test cell."""
+    """Autograde alice, bob and carol (see ``students``): scores per test cell, and nbgrader's logs."""
     root, api = course
+    logs = LOGS
     for name in ASSIGNMENTS:
         submit(root, "alice", name, read(source_notebook(root, name)))
         if name in PARTIAL:
@@ -584,6 +588,7 @@ def graded(course):
         for student in students(name):
             result = api.autograde(name, student)
             assert result["success"], result.get("error", "") + result.get("log", "")
+            logs[name, student] = result.get("log", "")
     scores = {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         for name in ASSIGNMENTS:
@@ -591,6 +596,22 @@ def graded(course):
                 grades = gradebook.find_submission_notebook(name, name, student).grades
                 scores[name, student] = {g.name: (g.score, g.max_score) for g in grades}
     return root, scores
+
+
+@pytest.mark.parametrize("name", list(CHEATS))
+def test_the_checksum_warning_names_exactly_the_test_cells(graded, name):
+    """homework/README.md: a submission made from the student version makes nbgrader warn "Attribute 'checksum'
+    for cell … has changed!" for each test cell (its hidden tests were stripped, autograde puts them back)
+    and for no other cell."""
+    root, _ = graded
+    warned = set(re.findall(r"Attribute 'checksum' for cell (\S+) has changed!", graded_logs(name, "carol")))
+    tests = {c.metadata.nbgrader["grade_id"] for c in read(source_notebook(root, name)).cells if kind(c) == "tests"}
+    assert warned == tests
+    assert "has changed" not in graded_logs(name, "alice"), "the instructor's own notebook matches the gradebook"
+
+
+def graded_logs(name: str, student: str) -> str:
+    return LOGS[name, student]
 
 
 @pytest.mark.parametrize("name", list(CHEATS))
