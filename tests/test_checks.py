@@ -310,7 +310,7 @@ def test_diagnose_gives_the_first_matching_hint():
         diagnose(1.0, {"near": 1.05}, compare=lambda a, b: abs(a - b) < 0.1)
 
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks" / "_src"
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "course-src"
 SYMBOL_IN_TABLE = {"θ": r"$\theta$", "θ′": r"$\theta'_i$", "α": r"$\alpha$", "β": r"$\beta$", "ε": r"$\varepsilon$",
                    "K": r"$K$"}
 

@@ -88,7 +88,7 @@ def test_one_slide_per_heading(path):
     assert len(texts) == len(titles), f"{path.name}: {len(texts)} slides for {len(titles)} '#'/'##' headings"
     for i, (text, title) in enumerate(zip(texts, titles)):
         assert text.startswith(title), f"{path.name}: slide {i + 1} should open with '{title}', not '{text[:60]}'"
-    assert nb.metadata["rise"]["scroll"], "jupyterlab-rise must let long slides scroll: rebuild with _build.py"
+    assert nb.metadata["rise"]["scroll"], "jupyterlab-rise must let long slides scroll: run course-src/build.py"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
