@@ -1,7 +1,7 @@
 """The graded homework (homework/, nbgrader): sources and notebooks in sync; every homework checker
 accepts the instructor's solution and rejects typical mistakes in one line; the student version that
 ``nbgrader generate_assignment`` writes carries no solution and no hidden test, and runs to the end
-with readable ❌ lines; ``nbgrader autograde`` gives the solutions full points and a partial
+with readable ✘ lines; ``nbgrader autograde`` gives the solutions full points and a partial
 submission partial points. Everything runs in a copy of the course under tmp_path."""
 
 import importlib.util
@@ -104,7 +104,7 @@ CHECKS = [("hw1_inner_update", homework.check_adaptation_curve, "adaptation_curv
 @pytest.mark.parametrize("name, check, function", CHECKS, ids=[c[2] for c in CHECKS])
 def test_solution_passes_its_checker(name, check, function, solved, capsys):
     ok, line = one_line(check, solved[name][function], capsys)
-    assert ok is True and line.startswith("✅"), line
+    assert ok is True and line.startswith("✔"), line
 
 
 def _wrong_answers(solved):
@@ -147,7 +147,7 @@ def _wrong_answers(solved):
 def test_wrong_answers_get_specific_hints(solved, capsys):
     for check, wrong, hint in _wrong_answers(solved):
         ok, line = one_line(check, wrong, capsys)
-        assert ok is False and line.startswith("❌") and hint in line, (check.__name__, line)
+        assert ok is False and line.startswith("✘") and hint in line, (check.__name__, line)
 
 
 def test_project_feedback(solved, capsys):
@@ -160,7 +160,7 @@ def test_project_feedback(solved, capsys):
         raise NotImplementedError
 
     assert project.run(solved["hw5_project_quadratics"]["quadratic_tasks"], stub) is None
-    assert capsys.readouterr().out.startswith("❌ not implemented yet")
+    assert capsys.readouterr().out.startswith("✘ not implemented yet")
     over = dict(hyper, meta_steps=10_000)
     assert project.run(solved["hw5_project_quadratics"]["quadratic_tasks"], lambda: over) is None
     assert "over the budget" in capsys.readouterr().out
@@ -234,10 +234,10 @@ def test_student_version_runs_to_the_end_with_readable_feedback(course, name):
         if kind(cell) == "tests":
             assert [e.ename for e in errors] == ["AssertionError"]
             lines = stdout(cell).strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith("❌ ") and "Traceback" not in lines[0], lines
+            assert len(lines) == 1 and lines[0].startswith("✘ ") and "Traceback" not in lines[0], lines
         else:
             assert not errors
-    assert "❌ not implemented yet" in stdout(code[2])
+    assert "✘ not implemented yet" in stdout(code[2])
 
 
 def submit(root: Path, student: str, name: str, nb) -> None:
@@ -292,7 +292,7 @@ def test_autograde_gives_the_solutions_full_points(graded, name):
     assert grades and all(score == points > 0 for score, points in grades.values()), grades
     nb = read(graded[0] / "autograded" / "alice" / name / f"{name}.ipynb")  # executed by nbgrader (nbconvert)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert all(stdout(c).startswith("✅ ") for c in nb.cells if kind(c) == "tests")
+    assert all(stdout(c).startswith("✔ ") for c in nb.cells if kind(c) == "tests")
 
 
 @pytest.mark.parametrize("name", PARTIAL)
@@ -305,6 +305,6 @@ def test_autograde_gives_a_partial_submission_partial_points(graded, name):
     assert 0 < sum(s for s, _ in grades.values()) < sum(p for _, p in grades.values())
     nb = read(root / "autograded" / "bob" / name / f"{name}.ipynb")
     feedback = next(stdout(c) for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == tests[1])
-    expected = {"hw1_inner_update": "❌ you took 2 inner step(s) instead of inner_steps=3: loop range(inner_steps)",
-                "hw5_project_quadratics": "❌ MSE after 1 inner step(s) on 100 validation quadratics"}
+    expected = {"hw1_inner_update": "✘ you took 2 inner step(s) instead of inner_steps=3: loop range(inner_steps)",
+                "hw5_project_quadratics": "✘ MSE after 1 inner step(s) on 100 validation quadratics"}
     assert feedback.startswith(expected[name]) and len(feedback.strip().splitlines()) == 1, feedback

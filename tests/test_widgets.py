@@ -124,7 +124,7 @@ def test_explorer_reports_value_error_in_one_line():
 def test_quiz_feedback():
     q = widgets.quiz("2 + 2?", ["3", "4"], "4", "arithmetic")
     q.choice.value = "3"
-    assert q.correct is False and q.feedback.value.startswith("❌")
+    assert q.correct is False and q.feedback.value.startswith("✘")
     q.choice.value = "4"
     assert q.correct is True and "arithmetic" in q.feedback.value
     assert widgets.quiz("?", ["a", "b"], 1).answer == "b"

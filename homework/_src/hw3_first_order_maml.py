@@ -8,8 +8,8 @@
 # **Prerequisites:** homework 2, notebook 05_first_order_maml.
 #
 # **How this is graded.** Write your code where it says `# YOUR CODE HERE` (delete the
-# `raise NotImplementedError()` line), then run the test cell below it: it prints one line, ✅ or ❌
-# with a hint. Hidden tests run the same cells with other inputs when your work is graded: a ✅ is
+# `raise NotImplementedError()` line), then run the test cell below it: it prints one line, ✔ or ✘
+# with a hint. Hidden tests run the same cells with other inputs when your work is graded: a ✔ is
 # necessary, not sufficient. Do not rename the functions or change their arguments; do not edit the
 # other cells. Before you submit: *Kernel → Restart Kernel and Run All Cells*.
 
@@ -117,5 +117,5 @@ _hidden_fomaml_update()
 # %% [markdown]
 # ## Before you submit
 #
-# *Kernel → Restart Kernel and Run All Cells*, check every test cell prints ✅, save, and hand in this
+# *Kernel → Restart Kernel and Run All Cells*, check every test cell prints ✔, save, and hand in this
 # notebook (`nbgrader` users: *Assignments → Submit*).

@@ -1,5 +1,5 @@
 """Checkers for the graded homework in ``homework/`` (nbgrader), for the exercises the course notebooks
-do not have; the same one-line "✅ ..." / "❌ <hint>" feedback as ``mamlkit.course.checks``. The project
+do not have; the same one-line "✔ ..." / "✘ <hint>" feedback as ``mamlkit.course.checks``. The project
 (assignment 5) has its own module, ``mamlkit.course.project``.
 
 Introduced in homework/source/hw1_inner_update (see homework/README.md).

@@ -224,8 +224,8 @@ class Quiz(W.VBox):
         if change["new"] is None:
             return
         self.correct = change["new"] == self.answer
-        self.feedback.value = (f"✅ Correct. {self.explanation}" if self.correct
-                               else "❌ Not quite: read the option again and try another one.")
+        self.feedback.value = (f"✔ Correct. {self.explanation}" if self.correct
+                               else "✘ Not quite: read the option again and try another one.")
 
 
 def quiz(question: str, options: list, answer, explanation: str = "") -> Quiz:
