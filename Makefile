@@ -58,8 +58,11 @@ $(BIN)/.site-installed: $(BIN)/.installed
 	touch $@
 
 site: $(BIN)/.site-installed
-	rm -rf _build/site && mkdir -p _build/site/notebooks
+	rm -rf _build/site && mkdir -p _build/site/notebooks _build/site/_mathjax
 	cp site/*.yml site/*.md _build/site/
+	@# MathJax from jupyter-server-mathjax, so the pages typeset their maths offline (site/_config.yml)
+	cp -r "$$($(BIN)/python -c 'import jupyter_server_mathjax as m, os; print(os.path.dirname(m.__file__))')/static" \
+		_build/site/_mathjax/mathjax
 	cp notebooks/*.ipynb _build/site/notebooks/
 	env -u MAMLKIT_FAST $(BIN)/jupyter-book build _build/site
 	@echo "the course as a web site: $(CURDIR)/_build/site/_build/html/index.html"

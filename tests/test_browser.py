@@ -7,7 +7,8 @@ slider moved in the browser redraws the figure. A screenshot per notebook is sav
 ``test-artifacts/browser/`` with the server's log. JupyterLab runs with the settings of the environment
 (``make install`` copies ``jupyter-config/``): no "get notified about Jupyter news?" prompt, nothing fetched
 from the internet. Offline lectures: a slide deck exported by ``course-src/slides.py`` (``make slides``) opened
-from the file system with the network off initialises reveal.js and typesets its maths.
+from the file system with the network off initialises reveal.js and typesets its maths; so does a page of the
+static site (``make site``'s configuration, one notebook, not executed).
 
 Needs ``playwright`` (the ``test`` extra) and a Chromium on the PATH (``apt-get install chromium``;
 Playwright's own browser download is not used). Skips locally without them, fails with CI=true.
@@ -362,26 +363,41 @@ def test_no_news_prompt_and_nothing_fetched(browser, lab):
 SLIDE_DECK = "03_outer_update"  # the deck with the most maths
 CURRENT = ("Array.from(document.querySelectorAll('.reveal .slides > section'))"
            ".findIndex(s => s.classList.contains('present'))")
-STILL_TEX = r"""() => {  // TeX left as text in the markdown (MathJax keeps its sources in <script> tags)
-  const walker = document.createTreeWalker(document.querySelector('.reveal .slides'), NodeFilter.SHOW_TEXT);
+STILL_TEX = r"""(root) => {  // TeX left as text in the prose (MathJax keeps its sources in <script> tags)
+  const walker = document.createTreeWalker(document.querySelector(root), NodeFilter.SHOW_TEXT);
   const raw = [];
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-    if (node.parentElement.closest('script, style, pre, code, .jp-CodeCell')) continue;
+    if (node.parentElement.closest('script, style, pre, code, .jp-CodeCell, .cell_input')) continue;
     if (/\$[^$\s][^$]*\$|\\\(|\\\[|\\frac|\\theta/.test(node.textContent)) raw.push(node.textContent.slice(0, 80));
   }
   return raw;
 }"""
 
 
-@pytest.fixture(scope="module")
-def slide_deck(tmp_path_factory):
-    """One deck exported as ``make slides`` does (course-src/slides.py), in a temporary folder."""
+def _slides_module():
     spec = importlib.util.spec_from_file_location("course_slides", ROOT / "course-src" / "slides.py")
     slides = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(slides)
+    return slides
+
+
+@pytest.fixture(scope="module")
+def slide_deck(tmp_path_factory):
+    """One deck exported as ``make slides`` does (course-src/slides.py), in a temporary folder."""
     out = tmp_path_factory.mktemp("slides")
-    [deck] = slides.export([ROOT / "notebooks" / f"{SLIDE_DECK}.ipynb"], out)
+    [deck] = _slides_module().export([ROOT / "notebooks" / f"{SLIDE_DECK}.ipynb"], out)
     return deck
+
+
+def _typeset(page) -> dict:
+    """Wait until MathJax 2 has typeset the page; count its output, the TeX sources it read, its errors."""
+    page.wait_for_function("""() => new Promise(done => window.MathJax && MathJax.Hub
+                              ? MathJax.Hub.Queue(() => done(true)) : done(false))""", timeout=60_000)
+    return page.evaluate("""() => ({
+        maths: document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_CHTML').length,
+        sources: document.querySelectorAll('script[type^="math/tex"]').length,
+        errors: document.querySelectorAll('.MathJax_Error, merror').length,
+    })""")
 
 
 def test_slides_work_offline(browser, slide_deck):
@@ -396,16 +412,11 @@ def test_slides_work_offline(browser, slide_deck):
     try:
         page.goto(slide_deck.as_uri(), wait_until="load")
         page.wait_for_function("document.querySelector('.reveal.ready') !== null", timeout=30_000, polling=250)
-        page.wait_for_function("""() => new Promise(done => window.MathJax && MathJax.Hub
-                                  ? MathJax.Hub.Queue(() => done(true)) : done(false))""", timeout=60_000)
-        state = page.evaluate("""() => ({
+        state = _typeset(page) | page.evaluate("""() => ({
             slides: document.querySelectorAll('.reveal .slides > section').length,
             present: document.querySelectorAll('.reveal .slides > section.present').length,
             controls: !!document.querySelector('.reveal .controls'),
             number: (document.querySelector('.reveal .slide-number') || {}).textContent || '',
-            maths: document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_CHTML').length,
-            sources: document.querySelectorAll('script[type^="math/tex"]').length,
-            errors: document.querySelectorAll('.MathJax_Error, merror').length,
         })""")
         page.screenshot(path=ARTIFACTS / f"{SLIDE_DECK}-slides-offline.png")
         page.keyboard.press("ArrowRight")  # the deck responds: the next slide is shown
@@ -414,8 +425,51 @@ def test_slides_work_offline(browser, slide_deck):
         assert state["number"].strip(), f"no slide number: reveal.js not initialised: {state}"
         assert state["sources"] > 10 and state["maths"] >= state["sources"], f"maths not typeset: {state}"
         assert not state["errors"], f"MathJax errors in the deck: {state}"
-        assert page.evaluate(STILL_TEX) == [], "raw TeX left on the slides"
+        assert page.evaluate(STILL_TEX, ".reveal .slides") == [], "raw TeX left on the slides"
         assert external == [], f"the deck asked the network for: {external}"
         assert not errors, f"JavaScript errors in the deck: {errors}"
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def site_page(tmp_path_factory):
+    """One page of the static site built as ``make site`` builds it (site/_config.yml, MathJax copied to
+    _mathjax/), from one notebook, not executed (the site build runs every notebook in full: minutes)."""
+    try:
+        import jupyter_book  # noqa: F401
+        import yaml
+    except ImportError:
+        _unavailable("jupyter-book is not installed: pip install -e '.[test]'")
+    book = tmp_path_factory.mktemp("site")
+    config = yaml.safe_load((ROOT / "site" / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    (book / "_config.yml").write_text(yaml.safe_dump(config))
+    (book / "_toc.yml").write_text(f"format: jb-book\nroot: intro\nchapters:\n  - file: notebooks/{SLIDE_DECK}\n")
+    shutil.copy2(ROOT / "site" / "intro.md", book / "intro.md")
+    (book / "notebooks").mkdir()
+    shutil.copy2(ROOT / "notebooks" / f"{SLIDE_DECK}.ipynb", book / "notebooks")
+    shutil.copytree(_slides_module().mathjax_dir(), book / "_mathjax" / "mathjax")
+    build = subprocess.run([sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(book)],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, f"jupyter-book build failed:\n{build.stdout[-3000:]}\n{build.stderr[-3000:]}"
+    return book / "_build" / "html" / "notebooks" / f"{SLIDE_DECK}.html"
+
+
+def test_site_page_works_offline(browser, site_page):
+    """A page of the site, opened from the file system with the network off: its maths typeset by the local
+    MathJax, no raw TeX, no request off the machine."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_offline(True)
+    external = _record_external(context)
+    page = context.new_page()
+    try:
+        page.goto(site_page.as_uri(), wait_until="load")
+        state = _typeset(page)
+        page.screenshot(path=ARTIFACTS / f"{SLIDE_DECK}-site-offline.png")
+        assert state["sources"] > 10 and state["maths"] >= state["sources"], f"maths not typeset: {state}"
+        assert not state["errors"], f"MathJax errors on the page: {state}"
+        assert page.evaluate(STILL_TEX, "main") == [], "raw TeX left on the page"
+        assert external == [], f"the page asked the network for: {external}"
     finally:
         context.close()
