@@ -355,11 +355,31 @@ def test_no_news_prompt_and_nothing_fetched(browser, lab):
         page.screenshot(path=ARTIFACTS / "news-prompt.png")
         assert not [t for t in toasts if "news" in t.lower()], f"JupyterLab asks about news: {toasts}"
         assert external == [], f"JupyterLab made requests off the machine: {external}"
+        # the checkers' marks are drawn with a glyph of the fonts this browser has, not the missing-glyph box
+        from mamlkit.course.feedback import FAIL, PASS
+
+        boxes = page.evaluate(TOFU, [PASS, FAIL])
+        assert boxes == [False, False], f"{PASS} {FAIL} drawn as missing-glyph boxes in the output font: {boxes}"
     finally:
         context.close()
         lab.shutdown_kernels()
 
 
+# true for each character the page's output (code) font draws exactly as a character no font has (U+E000 in
+# the private use area, shown as the missing-glyph box): such a character is illegible here
+TOFU = """(chars) => {
+  const font = '32px ' + getComputedStyle(document.body).getPropertyValue('--jp-code-font-family');
+  const draw = (ch) => {
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 48;
+    const ctx = canvas.getContext('2d');
+    ctx.font = font;
+    ctx.fillText(ch, 4, 36);
+    return Array.from(ctx.getImageData(0, 0, 48, 48).data).join(',');
+  };
+  const box = draw('\\uE000');
+  return chars.map(ch => draw(ch) === box);
+}"""
 SLIDE_DECK = "03_outer_update"  # the deck with the most maths
 CURRENT = ("Array.from(document.querySelectorAll('.reveal .slides > section'))"
            ".findIndex(s => s.classList.contains('present'))")
