@@ -1,7 +1,7 @@
 """The graded homework (homework/, nbgrader): sources and notebooks in sync; every homework checker
 accepts the instructor's solution and rejects typical mistakes in one line; the student version that
 ``nbgrader generate_assignment`` writes carries no solution and no hidden test, and runs to the end
-with readable ❌ lines; ``nbgrader autograde`` gives the solutions full points, a partial
+with readable ✘ lines; ``nbgrader autograde`` gives the solutions full points, a partial
 submission partial points, and a submission that calls the library's own implementation none (hidden
 tests and visible checks both refuse it). Everything runs in a copy of the course under tmp_path."""
 
@@ -110,7 +110,7 @@ CHECKS = [("hw1_meta_sgd", homework.check_meta_sgd_update, "meta_sgd_update"),
 @pytest.mark.parametrize("name, check, function", CHECKS, ids=[c[2] for c in CHECKS])
 def test_solution_passes_its_checker(name, check, function, solved, capsys):
     ok, line = one_line(check, solved[name][function], capsys)
-    assert ok is True and line.startswith("✅"), line
+    assert ok is True and line.startswith("✔"), line
 
 
 # --- submissions that call the library's own implementation of the graded function ---------------
@@ -201,7 +201,7 @@ def test_a_call_into_the_library_fails_the_visible_check(name, check, function, 
     answer = cheat(name, function)
     capsys.readouterr()  # what the set-up cell printed
     ok, line = one_line(check, answer, capsys)
-    assert ok is False and line.startswith("❌ your function calls ") and "compute it itself" in line, line
+    assert ok is False and line.startswith("✘ your function calls ") and "compute it itself" in line, line
     assert "mamlkit." in line or "torch.optim" in line, line
 
 
@@ -434,7 +434,7 @@ def _wrong_answers(solved):
 def test_wrong_answers_get_specific_hints(solved, capsys):
     for check, wrong, hint in _wrong_answers(solved):
         ok, line = one_line(check, wrong, capsys)
-        assert ok is False and line.startswith("❌") and hint in line, (check.__name__, line)
+        assert ok is False and line.startswith("✘") and hint in line, (check.__name__, line)
 
 
 def test_project_feedback(solved, capsys):
@@ -447,7 +447,7 @@ def test_project_feedback(solved, capsys):
         raise NotImplementedError
 
     assert project.run(solved["hw5_project_quadratics"]["quadratic_tasks"], stub) is None
-    assert capsys.readouterr().out.startswith("❌ not implemented yet")
+    assert capsys.readouterr().out.startswith("✘ not implemented yet")
     over = dict(hyper, meta_steps=10_000)
     assert project.run(solved["hw5_project_quadratics"]["quadratic_tasks"], lambda: over) is None
     assert "over the budget" in capsys.readouterr().out
@@ -521,10 +521,10 @@ def test_student_version_runs_to_the_end_with_readable_feedback(course, name):
         if kind(cell) == "tests":
             assert [e.ename for e in errors] == ["AssertionError"]
             lines = stdout(cell).strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith("❌ ") and "Traceback" not in lines[0], lines
+            assert len(lines) == 1 and lines[0].startswith("✘ ") and "Traceback" not in lines[0], lines
         else:
             assert not errors
-    assert "❌ not implemented yet" in stdout(code[2])
+    assert "✘ not implemented yet" in stdout(code[2])
 
 
 def submit(root: Path, student: str, name: str, nb) -> None:
@@ -625,10 +625,10 @@ def test_autograde_gives_a_call_into_the_library_no_points(graded, name):
     feedback = {c.metadata.nbgrader["grade_id"]: stdout(c).strip() for c in nb.cells if kind(c) == "tests"}
     for k, test in enumerate(tests):
         if name == "hw1_meta_sgd" and k == 0:
-            assert grades[test][0] == grades[test][1] > 0 and feedback[test].startswith("✅ "), feedback[test]
+            assert grades[test][0] == grades[test][1] > 0 and feedback[test].startswith("✔ "), feedback[test]
         else:
             assert grades[test][0] == 0, (test, grades[test])
-            assert feedback[test].startswith("❌ your function calls "), feedback[test]
+            assert feedback[test].startswith("✘ your function calls "), feedback[test]
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
@@ -638,7 +638,7 @@ def test_autograde_gives_the_solutions_full_points(graded, name):
     assert grades and all(score == points > 0 for score, points in grades.values()), grades
     nb = read(graded[0] / "autograded" / "alice" / name / f"{name}.ipynb")  # executed by nbgrader (nbconvert)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert all(stdout(c).startswith("✅ ") for c in nb.cells if kind(c) == "tests")
+    assert all(stdout(c).startswith("✔ ") for c in nb.cells if kind(c) == "tests")
 
 
 @pytest.mark.parametrize("name", PARTIAL)
@@ -651,6 +651,6 @@ def test_autograde_gives_a_partial_submission_partial_points(graded, name):
     assert 0 < sum(s for s, _ in grades.values()) < sum(p for _, p in grades.values())
     nb = read(root / "autograded" / "bob" / name / f"{name}.ipynb")
     feedback = next(stdout(c) for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == tests[1])
-    expected = {"hw1_meta_sgd": "❌ wrong sign: θ′ = θ − α ⊙ g, so ∂θ′/∂α = −g",
-                "hw5_project_quadratics": "❌ MSE after 1 inner step(s) on 100 validation quadratics"}
+    expected = {"hw1_meta_sgd": "✘ wrong sign: θ′ = θ − α ⊙ g, so ∂θ′/∂α = −g",
+                "hw5_project_quadratics": "✘ MSE after 1 inner step(s) on 100 validation quadratics"}
     assert feedback.startswith(expected[name]) and len(feedback.strip().splitlines()) == 1, feedback

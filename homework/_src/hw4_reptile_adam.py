@@ -12,8 +12,8 @@
 # **Prerequisites:** notebook 06_reptile.
 #
 # **How this is graded.** Write your code where it says `# YOUR CODE HERE` (delete the
-# `raise NotImplementedError()` line), then run the test cell below it: it prints one line, ✅ or ❌
-# with a hint. Hidden tests run the same cells with other inputs when your work is graded: a ✅ is
+# `raise NotImplementedError()` line), then run the test cell below it: it prints one line, ✔ or ✘
+# with a hint. Hidden tests run the same cells with other inputs when your work is graded: a ✔ is
 # necessary, not sufficient. **Your functions must do the work themselves**: a function that calls the
 # library's algorithms (`mamlkit.maml`, `mamlkit.inner`, `mamlkit.reptile`, …) or `torch.optim` gets
 # 0 points; use `torch`, `forward` and the other helpers of `mamlkit.params`, and your own functions. Do not
@@ -136,5 +136,5 @@ _hidden_reptile_step()
 # %% [markdown]
 # ## Before you submit
 #
-# *Kernel → Restart Kernel and Run All Cells*, check every test cell prints ✅, save, and hand in this
+# *Kernel → Restart Kernel and Run All Cells*, check every test cell prints ✔, save, and hand in this
 # notebook (`nbgrader` users: *Assignments → Submit*).

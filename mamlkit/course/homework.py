@@ -1,5 +1,5 @@
 """Checkers for the graded homework in ``homework/`` (nbgrader), for the exercises the course notebooks
-do not have; the same one-line "✅ ..." / "❌ <hint>" feedback as ``mamlkit.course.checks``. The project
+do not have; the same one-line "✔ ..." / "✘ <hint>" feedback as ``mamlkit.course.checks``. The project
 (assignment 5) has its own module, ``mamlkit.course.project``.
 
 Each assignment asks for a variant the notebooks did not have the learner write (Meta-SGD's update, the
