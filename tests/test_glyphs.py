@@ -35,6 +35,6 @@ def test_every_character_shown_is_in_dejavu_sans(path):
 def test_checker_and_quiz_print_the_marks(capsys):
     assert feedback.checker(lambda fn: "fine")(None) is True
     assert capsys.readouterr().out.startswith(f"{feedback.PASS} fine")
-    q = widgets.quiz("2 + 2?", ["3", "4"], 1, "four")
+    q = widgets.quiz("2 + 2?", ("4", "two and two make four"), {"3": "three is one short: add the two again"})
     q.choice.value = "3"
     assert q.feedback.value.startswith(feedback.FAIL)
