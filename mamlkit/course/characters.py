@@ -154,7 +154,7 @@ def load_pretrained(ways: int = 5, path=None, device="cpu") -> Conv4:
 def finetune_head(model: Conv4, task: Task, steps: int = 100, lr: float = 0.1) -> float:
     """Query accuracy after training only ``model``'s last (linear) layer on the task's support set, the
     body frozen (its features computed once: cheap). The pretrained baseline's fine-tuning."""
-    body, head = model[:-1], model[-1]
+    body, head = nn.Sequential(*list(model)[:-1]), model[-1]  # (slicing a Conv4 would build a Conv4)
     with torch.no_grad():
         support, query = body(task.x_support), body(task.x_query)
     weight, bias = head.weight.detach().clone().requires_grad_(), head.bias.detach().clone().requires_grad_()
