@@ -76,3 +76,10 @@ def test_finetune_head_fits_the_support_and_leaves_the_body():
     assert characters.finetune_head(model, task, steps=0) == pytest.approx(0.2)  # zero head: all class 0
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"finetune_head changed {k}"
+
+
+def test_shipped_pretrained_body_loads():
+    model = characters.load_pretrained(5)
+    record = torch.load(characters.PRETRAINED, weights_only=True)
+    assert record["classes"] == 4400 and record["command"].startswith("python -m mamlkit.course.characters")
+    assert model.ways == 5 and (model[-1].weight == 0).all()

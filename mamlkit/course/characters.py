@@ -67,7 +67,7 @@ def predictions(model: nn.Module, params: P.Params, task: Task, inner_lr: float,
         return [P.forward(model, phi, task.x_query).argmax(-1) for phi in path]
 
 
-def train_from_scratch(task: Task, ways: int, steps: int = 100, lr: float = 0.01, seed: int = 0) -> float:
+def train_from_scratch(task: Task, ways: int, steps: int = 30, lr: float = 0.01, seed: int = 0) -> float:
     """Query accuracy of a fresh Conv4 trained (Adam) only on the task's support set."""
     torch.manual_seed(seed)
     model = Conv4(ways).to(task.x_support.device)
@@ -151,9 +151,10 @@ def load_pretrained(ways: int = 5, path=None, device="cpu") -> Conv4:
     return model.to(device)
 
 
-def finetune_head(model: Conv4, task: Task, steps: int = 100, lr: float = 0.1) -> float:
-    """Query accuracy after training only ``model``'s last (linear) layer on the task's support set, the
-    body frozen (its features computed once: cheap). The pretrained baseline's fine-tuning."""
+def finetune_head(model: Conv4, task: Task, steps: int = 100, lr: float = 0.01) -> float:
+    """Query accuracy after training only ``model``'s last (linear) layer on the task's support set with Adam,
+    the body frozen (its features computed once: cheap). The pretrained baseline's fine-tuning; ``lr`` chosen
+    on 30 tasks of the validation characters (0.01: 78%, 0.1: 74% with the shipped body)."""
     body, head = nn.Sequential(*list(model)[:-1]), model[-1]  # (slicing a Conv4 would build a Conv4)
     with torch.no_grad():
         support, query = body(task.x_support), body(task.x_query)
