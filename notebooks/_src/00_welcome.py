@@ -86,8 +86,9 @@ present(lecture)
 # weights directly: the most flexible, but the adaptation is whatever that network learned, and it can fail
 # on tasks unlike the training ones. **Optimization-based** methods, this course, keep plain gradient
 # descent as the adaptation and meta-learn what it starts from ($\theta$): any model and loss trained by
-# gradients works, and more steps or more examples keep helping; the price is the gradient through the inner
-# steps (notebook 03) or an approximation of it (notebooks 05, 06).
+# gradients works, and even on an unusual task the adaptation is still gradient descent on that task's own
+# examples; the price is the gradient through the inner steps (notebook 03) or an approximation of it
+# (notebooks 05, 06). Notebook 08 sets MAML beside the everyday alternative, a pretrained network fine-tuned.
 
 # %% [markdown]
 # ## 3. Two loops: TAG
