@@ -26,8 +26,10 @@ from ..training import meta_train
 FAST = os.environ.get("MAMLKIT_FAST") == "1"
 # The notebooks' work is small tensors (an MLP of 40 units, Conv4 on 5–15 images): with PyTorch's default of one
 # thread per core, every small op waits for a second core, and on a laptop where anything else is busy that wait
-# costs 10× or more. Measured with `python benchmarks/threads.py` (30 MAML steps, fresh processes, alternating):
-# THREAD_MEASUREMENT. So setup_notebook uses one thread; MAMLKIT_THREADS=N overrides it (say, a large idle machine).
+# costs 10× or more. Measured with `python benchmarks/threads.py --rounds 2` (30 MAML steps, fresh processes,
+# alternating) on 2 cores already shared with other jobs (load ≈ 12): alone 19 s on 1 thread against 346 s on 2
+# (18×), beside one more CPU-bound process 22 s against 296 s (13×). One thread wins. So setup_notebook uses one
+# thread; MAMLKIT_THREADS=N overrides it (say, a large idle machine, or a big model on the CPU).
 NOTEBOOK_THREADS = 1
 # where load_or_train looks for sinusoid-{algo}.pt: data/, or a folder of your own runs
 CHECKPOINT_DIR = Path(os.environ.get("MAMLKIT_CHECKPOINTS", SHIPPED))
