@@ -77,6 +77,18 @@ present(lecture)
 # model: any network trained by gradient descent works (the course uses an MLP on sine waves and,
 # in notebook 08, a CNN on handwritten characters). A mnemonic some use: **AGAIN**, Agnostic,
 # Generalizable, Adaptable, Immediate, Novel.
+#
+# **Where it sits.** Few-shot meta-learning has three families, told apart by *how* a new task's few
+# examples are used. **Metric-based** methods (matching networks, prototypical networks) learn an embedding
+# and classify a query by its distance to the support examples, e.g. to each class's mean embedding: no
+# gradient step at test time, but built for classification. **Model-based** (black-box) methods feed the
+# support set to a network — a recurrent or memory-augmented one — that outputs the prediction or the
+# weights directly: the most flexible, but the adaptation is whatever that network learned, and it can fail
+# on tasks unlike the training ones. **Optimization-based** methods, this course, keep plain gradient
+# descent as the adaptation and meta-learn what it starts from ($\theta$): any model and loss trained by
+# gradients works, and even on an unusual task the adaptation is still gradient descent on that task's own
+# examples; the price is the gradient through the inner steps (notebook 03) or an approximation of it
+# (notebooks 05, 06). Notebook 08 sets MAML beside the everyday alternative, a pretrained network fine-tuned.
 
 # %% [markdown]
 # ## 3. Two loops: TAG
@@ -90,6 +102,24 @@ present(lecture)
 #   set* and improve the starting point:
 #   $\theta \leftarrow \theta - \beta \nabla_\theta \sum_i \mathcal{L}(\theta'_i, \mathcal{T}_i)$.
 #
+# The diagram: the outer loop hands $\theta$ to each task's inner loop and gets back the query losses of the
+# adapted $\theta'_i$.
+
+# %%
+from mamlkit.course import plots  # noqa: E402
+
+plots.plot_two_loops();
+
+# %% [markdown]
+# The same in the parameter space, for three tasks whose losses are drawn as contours around their optima
+# (★): from the shared $\theta$, each task's inner step moves to its own $\theta'_i = \theta - \alpha\nabla
+# \mathcal{L}_i(\theta)$, toward that task's optimum. The outer step (dashed) moves $\theta$ itself, along
+# minus the meta-gradient: to where the *adapted* models do well on average, not to any one task's optimum.
+
+# %%
+plots.plot_theta_to_adapted();
+
+# %% [markdown]
 # Both formulas are one function each in `mamlkit`; the cell after the question prints their signatures.
 
 # %%

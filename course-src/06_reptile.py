@@ -114,6 +114,57 @@ assert all(gaps[k] > max(1e-3, 100 * gaps[1]) for k in [2, 3, 5, 10]), "k > 1 mu
 # fast adaptation. MAML weights this term twice, FOMAML and Reptile once; with $k = 1$ Reptile has no
 # $\bar g_2$, so the term vanishes and only joint training is left.
 #
+# **Checking the expansion numerically**, as notebook 03 checked the meta-gradient. For $k$ steps, step $j$ on
+# its own mini-batch, the same expansion reads
+#
+# $$\theta - \phi = \alpha \sum_{j} \bar g_j \;-\; \alpha^2 \sum_{i<j} \bar H_j \bar g_i \;+\; O(\alpha^3)$$
+#
+# (for $k = 2$, divided by $\alpha$, it is $g_{\text{Reptile}}$ above). The first sum alone is joint training; the
+# second is the MAML-like term. On a linear model with the squared loss, $\bar g_j$ and $\bar H_j$ have closed
+# forms (notebook 03), and `reptile.reptile_step` with $\varepsilon = 1$ returns $\phi$ exactly. If the expansion
+# is right, the error of the first-order part shrinks like $\alpha^2$ (÷4 when $\alpha$ halves) and the error of
+# the second-order expansion like $\alpha^3$ (÷8).
+
+# %%
+linear = torch.nn.Linear(3, 1, bias=False).double()
+gen = torch.Generator().manual_seed(0)
+k, b = 3, 4   # k inner steps, step j on the j-th mini-batch of b examples
+x = torch.randn(k * b, 3, generator=gen, dtype=torch.float64)
+y = torch.randn(k * b, 1, generator=gen, dtype=torch.float64)
+one_task = tasks.Task(x[None], y[None], x[None], y[None])
+w = torch.randn(3, generator=gen, dtype=torch.float64)   # θ
+
+def grad_and_hessian(j):   # ḡ_j = (2/b) X_jᵀ(X_j w − y_j) and H̄_j = (2/b) X_jᵀX_j, both at θ
+    xj, yj = x[j * b:(j + 1) * b], y[j * b:(j + 1) * b, 0]
+    return 2 / b * xj.T @ (xj @ w - yj), 2 / b * xj.T @ xj
+
+g_bar, h_bar = zip(*[grad_and_hessian(j) for j in range(k)])
+first = sum(g_bar)                                                          # Σ_j ḡ_j
+second = -sum(h_bar[j] @ g_bar[i] for j in range(k) for i in range(j))      # −Σ_{i<j} H̄_j ḡ_i
+
+alphas = [0.04, 0.02, 0.01, 0.005, 0.0025]
+errors = []
+for alpha in alphas:
+    loop = inner.InnerLoop(inner.sgd(alpha), k, first_order=True, batch=b)
+    phi = reptile.reptile_step(linear, {"weight": w[None]}, one_task, F.mse_loss, loop, outer_lr=1.0)  # ε = 1: φ
+    move = w - phi["weight"][0]                                                 # θ − φ, exact
+    errors.append(((move - alpha * first).norm().item(),                       # first order (joint training)
+                   (move - alpha * first - alpha ** 2 * second).norm().item()))  # second order (Nichol et al.)
+
+print(f"{'α':>7}  {'|error|, 1st order':>18}  {'÷':>5}  {'|error|, 2nd order':>18}  {'÷':>5}")
+for i, (alpha, (e1, e2)) in enumerate(zip(alphas, errors)):
+    r1, r2 = (f"{errors[i - 1][0] / e1:5.2f}", f"{errors[i - 1][1] / e2:5.2f}") if i else ("", "")
+    print(f"{alpha:7.4f}  {e1:18.3e}  {r1:>5}  {e2:18.3e}  {r2:>5}")
+orders = [torch.tensor(errors[i - 1][n] / errors[i][n]).log2().item() for i in range(1, len(alphas)) for n in (0, 1)]
+print(f"order at the smallest α: first-order part α^{orders[-2]:.2f}, second-order expansion α^{orders[-1]:.2f}")
+assert abs(orders[-2] - 2) < 0.1 and abs(orders[-1] - 3) < 0.1, "the expansion's error must shrink like α² and α³"
+assert all(e2 < e1 for e1, e2 in errors), "adding the −α² Σ H̄_j ḡ_i term must always help"
+
+# %% [markdown]
+# Halving $\alpha$ divides the second-order error by 8 (order 3), the first-order error only by 4: the
+# $-\alpha^2 \sum_{i<j} \bar H_j \bar g_i$ term is really in Reptile's update, and it is what separates
+# Reptile with $k > 1$ from joint training.
+#
 # ## 4. The training protocol
 #
 # `Config(algo="reptile")` holds the sine protocol: SGD in the inner loop, $\varepsilon = 1$ annealed

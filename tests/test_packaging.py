@@ -59,6 +59,13 @@ def test_shipped_checkpoints_are_documented_and_portable(path):
     from mamlkit.checkpoint import load_checkpoint
 
     assert f"`{path.name}`" in (ROOT / "data" / "README.md").read_text(), f"document {path.name} in data/README.md"
+    import torch
+
+    from mamlkit.course.characters import PRETRAINED_FORMAT, load_pretrained
+
+    if torch.load(path, weights_only=True, map_location="cpu").get("format") == PRETRAINED_FORMAT:
+        assert load_pretrained(5, path).ways == 5  # notebook 08's pretrained body: not a run, no config
+        return
     state = load_checkpoint(path)  # torch.load(weights_only=True), on the CPU
     assert state["config"]["data_dir"] is None, "clear data_dir: users' data lives elsewhere"
     assert state["iteration"] == state["history"]["iteration"][-1]

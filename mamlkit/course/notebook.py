@@ -24,6 +24,13 @@ from ..runs import Run, load_run, resolve_device
 from ..training import meta_train
 
 FAST = os.environ.get("MAMLKIT_FAST") == "1"
+# The notebooks' work is small tensors (an MLP of 40 units, Conv4 on 5–15 images): with PyTorch's default of one
+# thread per core, every small op waits for a second core, and on a laptop where anything else is busy that wait
+# costs 10× or more. Measured with `python benchmarks/threads.py --rounds 2` (30 MAML steps, fresh processes,
+# alternating) on 2 cores already shared with other jobs (load ≈ 12): alone 19 s on 1 thread against 346 s on 2
+# (18×), beside one more CPU-bound process 22 s against 296 s (13×). One thread wins. So setup_notebook uses one
+# thread; MAMLKIT_THREADS=N overrides it (say, a large idle machine, or a big model on the CPU).
+NOTEBOOK_THREADS = 1
 # where load_or_train looks for sinusoid-{algo}.pt: data/, or a folder of your own runs
 CHECKPOINT_DIR = Path(os.environ.get("MAMLKIT_CHECKPOINTS", SHIPPED))
 FALLBACK_DIR = SHIPPED.parent / "runs" / "fallback"
@@ -86,14 +93,27 @@ def versions() -> dict:
             "matplotlib": matplotlib.__version__, "mamlkit": mamlkit.__version__}
 
 
+def notebook_threads() -> int:
+    """The CPU threads the notebooks use: ``NOTEBOOK_THREADS``, or ``$MAMLKIT_THREADS`` when set."""
+    value = os.environ.get("MAMLKIT_THREADS", str(NOTEBOOK_THREADS))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"MAMLKIT_THREADS must be a whole number of threads ≥ 1, got {value!r}: unset it or "
+                         f"write e.g. MAMLKIT_THREADS=1")
+    return int(value)
+
+
 def setup_notebook(seed: int = 0, device: str = "auto") -> torch.device:
-    """Seed torch, print versions and the device, set small-figure defaults; return the device."""
+    """Seed torch, set the CPU thread count (``notebook_threads``), print versions, threads and the device,
+    set small-figure defaults; return the device."""
+    threads = notebook_threads()
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     device = resolve_device(device)
     mpl.rcParams.update(FIGURE_DEFAULTS)
     line = ", ".join(f"{k} {v}" for k, v in versions().items())
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    print(f"{line}\ndevice: {device}{gpu}" + ("  [MAMLKIT_FAST=1: short runs]" if FAST else ""))
+    print(f"{line}\ndevice: {device}{gpu}, {threads} CPU thread{'s' * (threads > 1)}"
+          + ("  [MAMLKIT_FAST=1: short runs]" if FAST else ""))
     return device
 
 

@@ -172,3 +172,89 @@ def plot_cost(steps, costs: dict, ylabel: str, ax=None):
     ax.set(xlabel="inner steps", ylabel=ylabel)
     ax.legend()
     return ax
+
+
+def plot_two_loops(ax=None):
+    """The two loops of MAML as a diagram: the outer loop (general performance, left) hands θ to the inner
+    loop of each task (task-specific, right), which adapts it on the support set to θ′_i; the query losses of
+    the θ′_i come back to improve θ. Introduced in notebook 00_welcome."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    ax = plt.subplots(figsize=(6.4, 2.6))[1] if ax is None else ax
+    boxes = {  # name: (x, y, width, height, colour, text)
+        "outer": (0.01, 0.12, 0.42, 0.76, "C0", "outer loop: general\nperformance (all tasks)\n\n"
+                  r"$\theta \leftarrow \theta - \beta\nabla_\theta \sum_i \mathcal{L}_{query}(\theta'_i)$"),
+        "inner": (0.57, 0.12, 0.42, 0.76, "C1", "inner loop: task-specific\n(one task, support set)\n\n"
+                  r"$\theta'_i = \theta - \alpha \nabla_\theta \mathcal{L}_{support}(\theta)$"),
+    }
+    for x, y, w, h, c, text in boxes.values():
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.01,rounding_size=0.04", fc=c, alpha=0.15,
+                                    ec=c, lw=1.5))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize="small")
+    arrows = [((0.43, 0.70), (0.57, 0.70), r"$\theta$ to each task", 0.78),
+              ((0.57, 0.30), (0.43, 0.30), r"$\mathcal{L}_{query}(\theta'_i)$", 0.22)]
+    for start, end, text, y in arrows:
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, lw=1.5, color="k"))
+        ax.text(0.5, y, text, ha="center", va="center", fontsize="x-small")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xticks=[], yticks=[], title="MAML's two loops")
+    ax.set_frame_on(False)
+    ax.grid(False)
+    return ax
+
+
+def adaptation_picture(inner_lr: float = 0.7, seed: int = 2, n_tasks: int = 3) -> dict:
+    """The numbers behind ``plot_theta_to_adapted``: ``n_tasks`` quadratic task losses
+    L_i(θ) = ½ (θ − c_i)ᵀ A_i (θ − c_i) in a 2-D parameter plane, θ, each θ′_i = θ − α ∇L_i(θ), and the MAML
+    meta-gradient Σ_i (I − α A_i) ∇L_i(θ′_i) (query loss = support loss here), all in float64."""
+    g = torch.Generator().manual_seed(seed)
+    dtype = torch.float64
+    theta = torch.tensor([0.0, 0.0], dtype=dtype)
+    angles = torch.arange(n_tasks, dtype=dtype) * 2 * torch.pi / n_tasks + 0.4
+    centres = 1.8 * torch.stack([angles.cos(), angles.sin()], 1) + 0.3 * torch.randn(n_tasks, 2, generator=g,
+                                                                                     dtype=dtype)
+    curvatures = []
+    for _ in range(n_tasks):
+        q, _ = torch.linalg.qr(torch.randn(2, 2, generator=g, dtype=dtype))
+        curvatures.append(q @ torch.diag(torch.tensor([1.0, 0.3], dtype=dtype)) @ q.T)
+    adapted, meta_grad = [], torch.zeros(2, dtype=dtype)
+    for c, a in zip(centres, curvatures):
+        phi = theta - inner_lr * a @ (theta - c)              # θ′_i = θ − α ∇L_i(θ)
+        adapted.append(phi)
+        meta_grad += (torch.eye(2, dtype=dtype) - inner_lr * a) @ (a @ (phi - c))  # (I − αA_i) ∇L_i(θ′_i)
+    meta_grad /= n_tasks
+    return {"theta": theta, "centres": centres, "curvatures": curvatures, "adapted": torch.stack(adapted),
+            "meta_grad": meta_grad, "inner_lr": inner_lr}
+
+
+def plot_theta_to_adapted(ax=None, **kwargs):
+    """θ in a 2-D parameter plane moving, per task, to θ′_i along −α∇L_i(θ) (the inner step), each task's
+    loss contours around its optimum (★), and the direction of the outer step, −meta-gradient (dashed). The
+    numbers come from ``adaptation_picture(**kwargs)``. Introduced in notebook 00_welcome."""
+    ax = plt.subplots(figsize=(4.8, 4.2))[1] if ax is None else ax
+    pic = adaptation_picture(**kwargs)
+    grid = torch.linspace(-3.5, 3.5, 120, dtype=torch.float64)
+    xx, yy = torch.meshgrid(grid, grid, indexing="xy")
+    points = torch.stack([xx, yy], -1)
+    theta = pic["theta"]
+    for i, (c, a, phi) in enumerate(zip(pic["centres"], pic["curvatures"], pic["adapted"])):
+        col = f"C{3 + i}"
+        d = points - c
+        loss = 0.5 * torch.einsum("...i,ij,...j->...", d, a, d)
+        ax.contour(xx, yy, loss, levels=[0.1, 0.5, 1.2], colors=col, alpha=0.35, linewidths=0.8)
+        ax.plot(*c, "*", color=col, ms=10)
+        ax.annotate("", xy=phi.tolist(), xytext=theta.tolist(), arrowprops={"arrowstyle": "-|>", "color": col,
+                                                                           "lw": 1.5})
+        ax.text(phi[0] + 0.12, phi[1] + 0.12, rf"$\theta'_{i + 1}$", color=col)
+    direction = -pic["meta_grad"] / pic["meta_grad"].norm()  # drawn at a fixed length: its size depends on β
+    tip = theta + 1.3 * direction
+    ax.annotate("", xy=tip.tolist(), xytext=theta.tolist(),
+                arrowprops={"arrowstyle": "-|>", "color": "k", "lw": 2, "ls": "--"})
+    ax.plot(*theta, "ko", ms=6)
+    ax.text(theta[0] - 0.45, theta[1] - 0.1, r"$\theta$")
+    ax.text(tip[0], tip[1] + 0.2, "outer step: −meta-gradient\n(its direction)", fontsize="x-small", ha="center",
+            va="bottom")
+    ax.set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), aspect="equal", xticks=[], yticks=[],
+           title=rf"inner steps $\theta \to \theta'_i = \theta - \alpha\nabla\mathcal{{L}}_i(\theta)$, "
+                 rf"$\alpha$ = {pic['inner_lr']:g}", xlabel="parameter 1",
+           ylabel="parameter 2")
+    return ax
