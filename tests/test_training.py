@@ -125,8 +125,8 @@ def test_cosine_outer_schedule():
         Config(algo="reptile", outer_schedule="cosine").resolved()
 
 
-@pytest.mark.parametrize("field,value", [("outer_schedule", "linear"), ("algo", "maml++"), ("task", "mnist"), ("inner_lr", 0.0),
-                                         ("inner_steps", 0), ("shots", 0), ("meta_batch_size", 0)])
+@pytest.mark.parametrize("field,value", [("outer_schedule", "linear"), ("algo", "maml++"), ("task", "mnist"),
+                                         ("inner_lr", 0.0), ("inner_steps", 0), ("shots", 0), ("meta_batch_size", 0)])
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=field.replace("_", ".") if field in ("algo", "task") else field):
         Config(**{field: value}).resolved()
