@@ -19,12 +19,13 @@ import torch
 from . import __version__, families, report
 from .atomic import remove_stale_temporaries
 from .checkpoint import CheckpointError, load_run_state
-from .config import ALGOS, Config
+from .config import ALGOS, SCHEDULES, Config
 from .data.omniglot import SPLITS, OmniglotError, default_data_dir
 from .distributed import init_from_env, is_main
 from .divergence import TrainingDiverged
 from .inner import OPTIMIZERS
 from .interrupt import received, stop_on_signals
+from .models import INITS
 from .outpath import OutPathError, check_out
 from .resume import merge
 from .runlock import run_lock
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "inner Adam for every task (default: its state carried from task to task, as the Reptile code)")
     t.add_argument("--no-anneal", action="store_true", default=None,
                    help="Reptile: keep ε constant (default: linear to 0)")
+    t.add_argument("--outer-schedule", choices=list(SCHEDULES), help="outer step size over training: constant "
+                   "(the papers; default) or cosine from --outer-lr to 0 (MAML++)")
+    t.add_argument("--init", choices=list(INITS), help="MLP weights: maml (the authors' truncated normal, "
+                   "σ = 0.01; default) or torch (PyTorch's default)")
     t.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="adapt the meta-batch as one vmap computation (default: when the model allows it)")
     t.add_argument("--val-every", type=int, help="validate every N iterations (default 1000)")
@@ -129,7 +134,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 # Config fields set by a train flag of the same name (others: see ``_asked``).
 _FLAGS = ("task", "algo", "iterations", "inner_lr", "outer_lr", "inner_steps", "meta_batch_size", "shots", "queries",
           "seed", "inner_optimizer", "inner_batch", "batched", "val_every", "val_tasks", "ways", "split",
-          "checkpoint_every")
+          "checkpoint_every", "outer_schedule", "init")
 _NEW_RUN = dict(task="sinusoid", algo="maml", seed=0, ways=5, split="maml", val_every=1000, val_tasks=100,
                 checkpoint_every=1000)
 

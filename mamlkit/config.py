@@ -12,6 +12,7 @@ from .data.omniglot import SPLITS as CHARACTER_SPLITS
 from .inner import OPTIMIZERS
 
 ALGOS = ("maml", "fomaml", "reptile", "pretrain")
+SCHEDULES = ("constant", "cosine")  # the outer step size over training
 
 
 def paper_defaults(task: str, algo: str, ways: int = 5) -> dict:
@@ -47,6 +48,7 @@ class Config:
     inner_batch: int | None = None  # Reptile: examples per inner step (None: the whole support set)
     keep_inner_state: bool | None = None  # Reptile with Adam: carry the inner Adam's state across tasks
     anneal: bool = True
+    outer_schedule: str | None = None  # "constant" (the papers) or "cosine" (β·(1 + cos(π·t/T))/2, MAML++)
     batched: bool | None = None
     val_every: int = 1000
     val_tasks: int = 100
@@ -61,7 +63,7 @@ class Config:
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
         families.get(self.task)  # a registered family, or a clear error
-        defaults = {"inner_optimizer": "sgd", "keep_inner_state": False,
+        defaults = {"inner_optimizer": "sgd", "keep_inner_state": False, "outer_schedule": "constant",
                     **paper_defaults(self.task, self.algo, self.ways)}
         cfg = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         cfg.validate()
@@ -93,6 +95,11 @@ class Config:
             raise ValueError("keep_inner_state carries Reptile's inner Adam state across tasks: it needs algo "
                              f"'reptile' and inner_optimizer 'adam' (got {self.algo!r}, {self.inner_optimizer!r}); "
                              "pass --fresh-inner-state / keep_inner_state=False otherwise")
+        if self.outer_schedule not in SCHEDULES:
+            raise ValueError(f"outer_schedule must be one of {', '.join(SCHEDULES)}, got {self.outer_schedule!r}")
+        if self.outer_schedule != "constant" and self.algo == "reptile":
+            raise ValueError("outer_schedule is for the outer Adam of maml, fomaml and pretrain; Reptile anneals "
+                             "its ε with --anneal")
         if self.inner_optimizer not in OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.inner_optimizer!r}")
 
@@ -105,4 +112,5 @@ class Config:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown configuration keys {sorted(unknown)}")
+        d = {"outer_schedule": "constant", **d}  # checkpoints from before the setting trained with a constant β
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

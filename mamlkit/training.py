@@ -6,6 +6,7 @@ Introduced in notebook 04_maml.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,8 +78,18 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
         inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps, cfg.first_order)
         loss = maml.meta_backward(model, params, mine, loss_fn, inner, batched, scale=weight)
     distributed.all_reduce_([p.grad for p in params.values()])
+    for group in run.optimizer.param_groups:
+        group["lr"] = outer_lr(cfg, run.iteration)
     run.optimizer.step()
     return distributed.reduce_mean(loss.detach(), weight)
+
+
+def outer_lr(config: Config, iteration: int) -> float:
+    """The outer step size β for the update that follows ``iteration`` updates: constant, or annealed
+    from β to 0 over the run on a half cosine (``outer_schedule="cosine"``, MAML++'s remedy)."""
+    if config.outer_schedule == "cosine":
+        return config.outer_lr * 0.5 * (1 + math.cos(math.pi * iteration / config.iterations))
+    return config.outer_lr
 
 
 def evaluate_run(run: Run, tasks: Task, transductive: bool = True, report=None, **overrides) -> EvalResult:

@@ -78,3 +78,11 @@ def test_diverging_run_exits_nonzero_and_keeps_checkpoint(checkpoint, tmp_path):
                      "--out", str(out), "--no-progress", "--overwrite")
     assert result.returncode != 0 and "diverged at iteration" in result.stderr and "--inner-lr" in result.stderr
     assert out.read_bytes() == checkpoint.read_bytes()
+
+
+def test_init_and_outer_schedule_flags_are_stored(tmp_path):
+    out = tmp_path / "c.pt"
+    assert main(["train", "--iterations", "4", "--meta-batch-size", "2", "--val-every", "4", "--val-tasks", "2",
+                 "--init", "torch", "--outer-schedule", "cosine", "--out", str(out), "--no-progress"]) == 0
+    stored = torch.load(out, weights_only=True)["config"]
+    assert (stored["init"], stored["outer_schedule"]) == ("torch", "cosine")

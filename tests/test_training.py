@@ -46,9 +46,10 @@ def test_same_seed_same_result(algo, device):
 KEPT = dict(algo="reptile", inner_optimizer="adam", inner_lr=0.01, keep_inner_state=True)  # Reptile code's Adam
 
 
-@pytest.mark.parametrize("algo", ["maml", "reptile", "pretrain", "reptile-kept-adam"])
+@pytest.mark.parametrize("algo", ["maml", "reptile", "pretrain", "reptile-kept-adam", "maml-cosine"])
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, algo):
-    config = Config(seed=1, **FAST, **(KEPT if algo == "reptile-kept-adam" else {"algo": algo}))
+    options = {"reptile-kept-adam": KEPT, "maml-cosine": dict(algo="maml", outer_schedule="cosine")}
+    config = Config(seed=1, **FAST, **options.get(algo, {"algo": algo}))
     whole = training.meta_train(config, progress=False)
     out = tmp_path / "run.pt"
     real_step = training.outer_step
@@ -108,8 +109,24 @@ def test_unreadable_and_foreign_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "cut.pt")
 
 
-@pytest.mark.parametrize("field,value", [("algo", "maml++"), ("task", "mnist"), ("inner_lr", 0.0),
-                                         ("inner_steps", 0), ("shots", 0), ("meta_batch_size", 0)])
+def test_cosine_outer_schedule():
+    """β·(1 + cos(π t/T))/2 at the update after t of T iterations: β first, β/2 halfway, → 0 at the end;
+    the optimizer really steps with it; constant is the default, and what an older checkpoint trained with."""
+    cfg = Config(outer_schedule="cosine", iterations=100).resolved()
+    assert [training.outer_lr(cfg, t) for t in (0, 50)] == pytest.approx([0.001, 0.0005])
+    assert 0 < training.outer_lr(cfg, 99) < 1e-6
+    assert Config().resolved().outer_schedule == "constant" and training.outer_lr(Config().resolved(), 99) == 0.001
+    run = training.meta_train(Config(**{**FAST, "iterations": 8}, outer_schedule="cosine"), progress=False)
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(training.outer_lr(run.config, 7))
+    stored = run.config.to_dict()
+    del stored["outer_schedule"]
+    assert Config.from_dict(stored).outer_schedule == "constant"
+    with pytest.raises(ValueError, match="outer_schedule"):
+        Config(algo="reptile", outer_schedule="cosine").resolved()
+
+
+@pytest.mark.parametrize("field,value", [("outer_schedule", "linear"), ("algo", "maml++"), ("task", "mnist"),
+                                         ("inner_lr", 0.0), ("inner_steps", 0), ("shots", 0), ("meta_batch_size", 0)])
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=field.replace("_", ".") if field in ("algo", "task") else field):
         Config(**{field: value}).resolved()
