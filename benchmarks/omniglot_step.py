@@ -24,7 +24,7 @@ from torch.func import functional_call
 from mamlkit import families, maml
 from mamlkit import params as P
 from mamlkit.inner import InnerLoop
-from mamlkit.models import Conv4
+from mamlkit.models import BatchNorm, Conv4
 
 INNER_LR = 0.4
 
@@ -59,7 +59,35 @@ def mamlkit_step(model, opt, family, n, generator, first_order: bool) -> None:
     opt.step()
 
 
-def measure(meta_batches, threads, repeats, iters) -> list[dict]:
+class PlainBatchNorm(BatchNorm):
+    """mamlkit's BatchNorm as it was before the fused kernel: plain ops in the loop too (the "before")."""
+
+    forward = BatchNorm.plain
+
+
+def plain_conv4() -> nn.Module:
+    model = Conv4(5)
+    for i, m in enumerate(model):
+        if isinstance(m, BatchNorm):
+            model[i] = PlainBatchNorm(m.weight.shape[0])
+    return model
+
+
+def contenders(n: int, batches, family, generator, first_order: bool, before: bool) -> dict:
+    """name -> function doing one training step (argument: the round)."""
+    torch.manual_seed(0)
+    models = {"reference": reference_model(), "mamlkit": Conv4(5)}
+    if before:
+        models["mamlkit-before"] = plain_conv4()
+    opts = {k: torch.optim.Adam(m.parameters(), 1e-3) for k, m in models.items()}
+    steps = {"reference": lambda i: reference_step(models["reference"], opts["reference"], batches[i % 2], first_order)}
+    for name in list(models)[1:]:
+        steps[name] = (lambda m, o: lambda i: mamlkit_step(m, o, family, n, generator, first_order))(models[name],
+                                                                                                    opts[name])
+    return steps
+
+
+def measure(meta_batches, threads, repeats, iters, before=False) -> list[dict]:
     family = families.get("omniglot")
     generator = torch.Generator().manual_seed(0)
     rows = []
@@ -68,45 +96,42 @@ def measure(meta_batches, threads, repeats, iters) -> list[dict]:
         for n in meta_batches:
             batches = [family.sample(n, "train", 1, 15, generator) for _ in range(2)]
             for first_order in (False, True):
-                torch.manual_seed(0)
-                ref, ours = reference_model(), Conv4(5)
-                ref_opt, our_opt = torch.optim.Adam(ref.parameters(), 1e-3), torch.optim.Adam(ours.parameters(), 1e-3)
-                steps = {"reference": lambda i: reference_step(ref, ref_opt, batches[i % 2], first_order),
-                         "mamlkit": lambda i: mamlkit_step(ours, our_opt, family, n, generator, first_order)}
+                steps = contenders(n, batches, family, generator, first_order, before)
                 for step in steps.values():  # warm-up
                     step(0)
                 times = {k: [] for k in steps}
-                ratios = []
-                for _ in range(repeats):  # alternating rounds: the shared machine's drift hits both
+                for _ in range(repeats):  # alternating rounds: the shared machine's drift hits all alike
                     for name, step in steps.items():
                         start = time.perf_counter()
                         for i in range(iters):
                             step(i)
                         times[name].append((time.perf_counter() - start) / iters)
-                    ratios.append(times["reference"][-1] / times["mamlkit"][-1])
-                row = {"algo": "fomaml" if first_order else "maml", "meta_batch": n, "threads": t,
-                       "reference_it_s": 1 / statistics.median(times["reference"]),
-                       "mamlkit_it_s": 1 / statistics.median(times["mamlkit"]),
-                       "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
-                rows.append(row)
-                print(f"{row['algo']:6} mb={n:2} threads={t} reference {row['reference_it_s']:6.2f} it/s  "
-                      f"mamlkit {row['mamlkit_it_s']:6.2f} it/s  ×{row['ratio_median']:.2f} "
-                      f"({row['ratio_min']:.2f}–{row['ratio_max']:.2f})", flush=True)
+                for name in list(steps)[1:]:
+                    ratios = [r / m for r, m in zip(times["reference"], times[name])]
+                    row = {"algo": "fomaml" if first_order else "maml", "meta_batch": n, "threads": t, "impl": name,
+                           "reference_it_s": 1 / statistics.median(times["reference"]),
+                           "it_s": 1 / statistics.median(times[name]), "ratio_median": statistics.median(ratios),
+                           "ratio_min": min(ratios), "ratio_max": max(ratios)}
+                    rows.append(row)
+                    print(f"{row['algo']:6} mb={n:2} threads={t} reference {row['reference_it_s']:6.2f} it/s  "
+                          f"{name:14} {row['it_s']:6.2f} it/s  ×{row['ratio_median']:.2f} "
+                          f"({row['ratio_min']:.2f}–{row['ratio_max']:.2f})", flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| algo | meta-batch | threads | reference it/s | mamlkit it/s | × reference (median, min–max) |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['algo']} | {r['meta_batch']} | {r['threads']} | {r['reference_it_s']:.2f} | "
-              f"{r['mamlkit_it_s']:.2f} | {r['ratio_median']:.2f}× ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) |"
+    lines = ["| algo | meta-batch | threads | impl | reference it/s | it/s | × reference (median, min–max) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['algo']} | {r['meta_batch']} | {r['threads']} | {r['impl']} | {r['reference_it_s']:.2f} | "
+              f"{r['it_s']:.2f} | {r['ratio_median']:.2f}× ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) |"
               for r in rows]
     return "\n".join(lines)
 
 
 def profile(n: int, first_order: bool, iters: int) -> None:
     """torch.profiler table of mamlkit's step (self CPU time by operator)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     family, generator = families.get("omniglot"), torch.Generator().manual_seed(0)
     model = Conv4(5)
@@ -124,13 +149,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iters", type=int, default=1, help="steps per timed round")
+    parser.add_argument("--before", action="store_true", help="also time mamlkit with plain-op BatchNorm in the loop "
+                        "(the implementation before the fused kernel)")
     parser.add_argument("--profile", action="store_true", help="profile mamlkit's MAML step instead")
     args = parser.parse_args()
     if args.profile:
         torch.set_num_threads(args.threads[0])
         profile(args.meta_batch[0], False, args.iters)
         return
-    rows = measure(args.meta_batch, args.threads, args.repeats, args.iters)
+    rows = measure(args.meta_batch, args.threads, args.repeats, args.iters, args.before)
     print(f"\ntorch {torch.__version__}\n\n" + table(rows))
 
 

@@ -48,6 +48,7 @@ class Config:
     keep_inner_state: bool | None = None  # Reptile with Adam: carry the inner Adam's state across tasks
     anneal: bool = True
     batched: bool | None = None
+    max_memory: float | None = None  # MB for the batched path's graph: the meta-batch in chunks that fit
     val_every: int = 1000
     val_tasks: int = 100
     checkpoint_every: int = 1000
@@ -93,6 +94,8 @@ class Config:
             raise ValueError("keep_inner_state carries Reptile's inner Adam state across tasks: it needs algo "
                              f"'reptile' and inner_optimizer 'adam' (got {self.algo!r}, {self.inner_optimizer!r}); "
                              "pass --fresh-inner-state / keep_inner_state=False otherwise")
+        if self.max_memory is not None and not self.max_memory > 0:
+            raise ValueError(f"max_memory must be a number of megabytes > 0, got {self.max_memory!r}")
         if self.inner_optimizer not in OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.inner_optimizer!r}")
 
