@@ -81,3 +81,18 @@ def test_bad_budget_is_one_clear_line(bad):
         meta_grad(model, tasks, F.mse_loss, InnerLoop.sgd(0.01), batched=True, max_memory=bad)
     with pytest.raises(ValueError, match="max_memory must be a number of megabytes > 0"):
         Config(max_memory=bad).resolved()
+
+
+def test_training_with_a_budget_equals_without_and_resumes_with_another(tmp_path):
+    """meta_train's batched path with --max-memory: the same parameters; the budget may change on resume."""
+    from mamlkit.training import meta_train
+
+    base = dict(task="sinusoid", iterations=4, meta_batch_size=5, batched=True, val_every=4, val_tasks=2,
+                checkpoint_every=2)
+    whole = meta_train(Config(**base), progress=False)
+    chunked = meta_train(Config(**base, max_memory=1e-4), tmp_path / "run.pt", progress=False)
+    for (k, a), b in zip(whole.model.state_dict().items(), chunked.model.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7, msg=k)
+    resumed = meta_train(Config(**{**base, "iterations": 6}, max_memory=5.0), tmp_path / "run.pt", resume=True,
+                         progress=False)
+    assert resumed.iteration == 6 and resumed.config.max_memory == 5.0
