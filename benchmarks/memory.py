@@ -2,8 +2,8 @@
 chunks (``max_memory``), at the same meta-batch, each variant in its own process (peak RSS growth on
 the CPU; ``torch.cuda.max_memory_allocated`` on CUDA).
 
-    OMP_NUM_THREADS=2 python benchmarks/memory.py --workload W2 --max-memory 100
-    python benchmarks/memory.py --workload W1 --max-memory 1
+    OMP_NUM_THREADS=1 python benchmarks/memory.py --workload W2 --max-memory 100 25 --iters 1
+    python benchmarks/memory.py --workload W2 --device cuda --max-memory 100 25
 
 W1: sine MLP 1-40-40-1, meta-batch 25, K = 10 + 10, 1 inner step. W2: Conv4 on 1×28×28 random
 pixels, 5-way 1-shot, 15 queries, meta-batch 32, 1 inner step. Second-order MAML.
@@ -54,19 +54,20 @@ def measure(work: str, variant: str, budget: float | None, device, iters: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", default="W2", choices=["W1", "W2"])
-    parser.add_argument("--max-memory", type=float, default=100.0, help="MB for the chunked variant")
+    parser.add_argument("--max-memory", type=float, nargs="+", default=[100.0, 25.0],
+                        help="MB, one chunked variant each")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.one:
-        print(json.dumps(measure(args.workload, args.one, args.max_memory, device, args.iters)))
+        print(json.dumps(measure(args.workload, args.one, args.max_memory[0], device, args.iters)))
         return
     rows = []
-    for variant in ("loop", "batched", "chunked"):
+    for variant, budget in [("loop", 1.0), ("batched", 1.0)] + [("chunked", b) for b in args.max_memory]:
         cmd = [sys.executable, __file__, "--one", variant, "--workload", args.workload, "--max-memory",
-               str(args.max_memory), "--device", args.device, "--iters", str(args.iters)]
+               str(budget), "--device", args.device, "--iters", str(args.iters)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     loop = rows[0]["peak_mb"]
