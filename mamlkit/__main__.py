@@ -96,11 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "σ = 0.01; default) or torch (PyTorch's default)")
     t.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="adapt the meta-batch as one vmap computation (default: when the model allows it)")
+    t.add_argument("--max-memory", type=float, metavar="MB", help="batched: process the meta-batch in chunks "
+                   "whose graph fits MB megabytes (same gradient, less memory; default: all tasks at once)")
     t.add_argument("--val-every", type=int, help="validate every N iterations (default 1000)")
     t.add_argument("--val-tasks", type=int, help="fixed validation tasks (default 100)")
     t.add_argument("--checkpoint-every", type=int, help="save every N iterations (default 1000)")
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists, with its settings; "
-                   "only --iterations, --max-minutes, --data-dir, --device, --no-progress, --val-every, "
+                   "only --iterations, --max-minutes, --data-dir, --device, --no-progress, --val-every, --max-memory, "
                    "--checkpoint-every and (with a warning) --inner-lr / --outer-lr may change")
     t.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out with a new run")
     t.add_argument("--max-minutes", type=float, help="stop (checkpointed, resumable) after this much wall time")
@@ -134,7 +136,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 # Config fields set by a train flag of the same name (others: see ``_asked``).
 _FLAGS = ("task", "algo", "iterations", "inner_lr", "outer_lr", "inner_steps", "meta_batch_size", "shots", "queries",
           "seed", "inner_optimizer", "inner_batch", "batched", "val_every", "val_tasks", "ways", "split",
-          "checkpoint_every", "outer_schedule", "init")
+          "checkpoint_every", "outer_schedule", "init", "max_memory")
 _NEW_RUN = dict(task="sinusoid", algo="maml", seed=0, ways=5, split="maml", val_every=1000, val_tasks=100,
                 checkpoint_every=1000)
 

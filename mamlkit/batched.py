@@ -77,3 +77,47 @@ def batched_task_losses(model: nn.Module, params: Params, tasks: Task, loss_fn, 
         return loss_fn(forward(model, adapted, xq), yq)
 
     return vmap(one_task, in_dims=(None, 0, 0, 0, 0))(params, *tasks.tensors()[:4])
+
+
+def meta_backward_batched(model: nn.Module, params: Params, tasks: Task, loss_fn, loop: InnerLoop,
+                          scale: float = 1.0, max_memory: float | None = None) -> Tensor:
+    """Add ``scale`` × the meta-gradient of the mean query loss to ``params``' ``.grad``; return the loss.
+
+    ``max_memory`` (MB) bounds the graph kept for the backward pass: the meta-batch is processed in
+    chunks of tasks whose saved tensors fit it (measured on the first task), each chunk backpropagated
+    before the next. The same gradient as one chunk (tested); ``None``: all tasks at once.
+    """
+    if max_memory is not None and not max_memory > 0:
+        raise ValueError(f"max_memory must be a number of megabytes > 0 (or None for no limit), got {max_memory!r}")
+    n, total, start, chunk = len(tasks), 0.0, 0, len(tasks) if max_memory is None else 1
+    while start < n:
+        loss = batched_task_losses(model, params, tasks[start: start + chunk], loss_fn, loop).sum() / n
+        start += chunk
+        if max_memory is not None and start == 1:  # size the other chunks from what one task keeps
+            chunk = max(1, int(max_memory * 2**20 // max(saved_bytes(loss), 1)))
+        (scale * loss).backward()
+        total = total + loss.detach()
+    return total
+
+
+def saved_bytes(output: Tensor) -> int:
+    """Bytes of the distinct tensors the autograd graph of ``output`` keeps for the backward pass."""
+    seen, stack, storages, total = set(), [output.grad_fn], set(), 0
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        stack.extend(f for f, _ in fn.next_functions)
+        for name in dir(fn):
+            if not name.startswith("_saved_"):
+                continue
+            try:
+                value = getattr(fn, name)
+            except RuntimeError:  # already freed
+                continue
+            for t in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(t, Tensor) and t.untyped_storage().data_ptr() not in storages:
+                    storages.add(t.untyped_storage().data_ptr())
+                    total += t.untyped_storage().nbytes()
+    return total

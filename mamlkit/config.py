@@ -50,6 +50,7 @@ class Config:
     anneal: bool = True
     outer_schedule: str | None = None  # "constant" (the papers) or "cosine" (β·(1 + cos(π·t/T))/2, MAML++)
     batched: bool | None = None
+    max_memory: float | None = None  # MB for the batched path's graph: the meta-batch in chunks that fit
     val_every: int = 1000
     val_tasks: int = 100
     checkpoint_every: int = 1000
@@ -100,6 +101,8 @@ class Config:
         if self.outer_schedule != "constant" and self.algo == "reptile":
             raise ValueError("outer_schedule is for the outer Adam of maml, fomaml and pretrain; Reptile anneals "
                              "its ε with --anneal")
+        if self.max_memory is not None and not self.max_memory > 0:
+            raise ValueError(f"max_memory must be a number of megabytes > 0, got {self.max_memory!r}")
         if self.inner_optimizer not in OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.inner_optimizer!r}")
 

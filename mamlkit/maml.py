@@ -78,20 +78,19 @@ def maml_loss(model: nn.Module, params: Params, tasks: Task | Iterable[Task], lo
 
 
 def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner: InnerLoop,
-                  batched: bool = False, scale: float = 1.0) -> Tensor:
+                  batched: bool = False, scale: float = 1.0, max_memory: float | None = None) -> Tensor:
     """Add ``scale`` × the meta-gradient of the mean query loss after ``inner`` to ``params``' ``.grad``;
     return the loss.
 
     The loop backpropagates task by task, so only one task's inner graph is alive at a time
-    (the same gradient as ``maml_loss(...).backward()``, with the memory of one task).
+    (the same gradient as ``maml_loss(...).backward()``, with the memory of one task). Batched, in
+    chunks whose graph fits ``max_memory`` MB (``batched.meta_backward_batched``).
     """
     tasks = as_batch(tasks, "meta_backward")
     if batched:
-        from .batched import batched_task_losses
+        from .batched import meta_backward_batched
 
-        loss = batched_task_losses(model, params, tasks, loss_fn, inner).mean()
-        (scale * loss).backward()
-        return loss.detach()
+        return meta_backward_batched(model, params, tasks, loss_fn, inner, scale, max_memory)
     total = torch.zeros(())
     for task in tasks:
         adapted, _ = inner.adapt(model, loss_fn, params, task.x_support, task.y_support)

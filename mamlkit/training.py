@@ -76,7 +76,7 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
         (loss * weight).backward()
     else:
         inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps, cfg.first_order)
-        loss = maml.meta_backward(model, params, mine, loss_fn, inner, batched, scale=weight)
+        loss = maml.meta_backward(model, params, mine, loss_fn, inner, batched, weight, cfg.max_memory)
     distributed.all_reduce_([p.grad for p in params.values()])
     for group in run.optimizer.param_groups:
         group["lr"] = outer_lr(cfg, run.iteration)

@@ -115,11 +115,14 @@ def test_batched_is_the_default_where_it_is_faster(device):
     assert not prefer_batched(nn.Sequential(nn.Linear(1, 4), nn.BatchNorm1d(4)).to(device))
 
 
-def test_conv4_batched_reptile_with_kept_inner_state(device):
+def test_conv4_batched_reptile_with_kept_inner_state(device, monkeypatch):
     """Batched, every task starts from the kept Adam state and the state becomes the tasks' mean:
     each task's φ equals the loop's from a copy of the same state."""
     from mamlkit.inner import AdamState
 
+    # The conv biases before BatchNorm have a gradient of exactly 0 up to rounding, which Adam scales up
+    # to a step of ~lr: compare with the loop on the same plain ops, so that the rounding is the same.
+    monkeypatch.setattr(BatchNorm, "forward", BatchNorm.plain)
     model = small_conv4(device)
     tasks = reptile.minibatch_order(conv_tasks(device, shots=3), 2, 3, torch.Generator().manual_seed(1))
     params = P.get_params(model)
