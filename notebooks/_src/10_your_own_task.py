@@ -87,6 +87,17 @@ ax.set(xlabel="x", ylabel="y", title="four damped-oscillation tasks (dots: 5 sup
 # seconds, not the papers' 70,000 iterations — so the numbers compare *what each method learns quickly here*,
 # not where it ends.
 
+# %% [markdown]
+# **Predict before you run:** which of the algorithms will train fastest, and which slowest? Answer the
+# question, then run the next cell: it prints the seconds each took.
+
+# %%
+widgets.quiz("Same iterations, meta-batch and model: which algorithm's training takes the longest here?",
+             ["The pretrained baseline", "MAML", "Reptile"],
+             2, "Reptile runs k = 5 inner steps per task here against MAML's one (its steps are cheap, but there are "
+                "five); MAML adds a second-order backward through one step; the pretrained baseline has no inner loop "
+                "at all. The next cell prints the seconds, so check the ranking on your machine.")
+
 # %%
 ITERATIONS, ALPHA = fast(400, 120), 0.05
 SETTINGS = dict(task="damped", iterations=ITERATIONS, shots=5, queries=10, meta_batch_size=10, init="torch",
@@ -101,7 +112,7 @@ def train_all(settings, algos):
     runs = {}
     for algo in algos:
         start = time.perf_counter()
-        run = training.meta_train(config.Config(algo=algo, **settings, **EXTRA.get(algo, {})), progress=False)
+        run = training.meta_train(config.Config(algo=algo, **{**settings, **EXTRA.get(algo, {})}), progress=False)
         runs[algo] = run, time.perf_counter() - start
         print(f"{algo:9s} {ITERATIONS} iterations in {runs[algo][1]:5.1f} s")
     return runs
@@ -165,7 +176,34 @@ pretrain_gap = evaluation.paired_difference(results["pretrain"], results["maml"]
 print(f"pretrained − MAML after 5 steps: {pretrain_gap[0]:+.3f} ± {pretrain_gap[1]:.3f}")
 
 # %% [markdown]
-# ## Exercise
+# ## Summary
+#
+# - A task family is a `Family` subclass with a seeded `sample` (and, when the MLP does not fit, `model`, `loss`,
+#   `metric`); `families.register` makes it a `--task` for the command line and a `Config(task=...)` for Python.
+# - Every algorithm trains on it unchanged: the inner loop, the outer update, evaluation and checkpoints only
+#   see tasks.
+# - Compare methods on the family's fixed test tasks with paired differences (notebook 07), and weigh what they
+#   cost; a short run says what a method learns quickly, not where it ends.
+#
+# ## Check yourself
+
+# %%
+widgets.quiz("Your sampler draws the amplitudes with torch.rand(n, 1, 1) and no generator. What breaks?",
+             ["Nothing: the tasks are random either way",
+              "The fixed test tasks are no longer fixed: two runs (or two algorithms) are tested on different tasks",
+              "Training becomes slower"],
+             1, "fixed_tasks seeds a generator and passes it to sample; a sampler that ignores it draws new test "
+                "tasks every time, so comparisons are no longer paired and results do not reproduce.")
+
+# %%
+widgets.quiz("In a 5-way task your labels are the characters' global ids (e.g. 17, 203, …). What goes wrong?",
+             ["The model's 5 outputs cannot represent them: labels must be 0…4 within each task",
+              "Nothing, cross-entropy accepts any integer",
+              "Only the accuracy is wrong, the loss is fine"],
+             0, "The head has one output per way; label c must mean 'this task's c-th class', re-drawn per task.")
+
+# %% [markdown]
+# ## Exercises
 #
 # **Exercise 10.1 — a classification family.** Write `sample` for *2-D point clusters*: each task has
 # `ways` classes; class $c$ of a task is a cloud of points $\mu_c + 0.3\,\varepsilon$ around its own centre
@@ -206,20 +244,3 @@ check_family(Clusters());
 #    Does the paired difference between MAML and FOMAML grow or shrink?
 # 2. Make the damping range wider ($\gamma \sim U[0, 1.5]$). Which algorithm suffers most, and why might
 #    that be (think of what a few steps of α = 0.05 can undo)?
-#
-# ## Check yourself
-
-# %%
-widgets.quiz("Your sampler draws the amplitudes with torch.rand(n, 1, 1) and no generator. What breaks?",
-             ["Nothing: the tasks are random either way",
-              "The fixed test tasks are no longer fixed: two runs (or two algorithms) are tested on different tasks",
-              "Training becomes slower"],
-             1, "fixed_tasks seeds a generator and passes it to sample; a sampler that ignores it draws new test "
-                "tasks every time, so comparisons are no longer paired and results do not reproduce.")
-
-# %%
-widgets.quiz("In a 5-way task your labels are the characters' global ids (e.g. 17, 203, …). What goes wrong?",
-             ["The model's 5 outputs cannot represent them: labels must be 0…4 within each task",
-              "Nothing, cross-entropy accepts any integer",
-              "Only the accuracy is wrong, the loss is fine"],
-             0, "The head has one output per way; label c must mean 'this task's c-th class', re-drawn per task.")
