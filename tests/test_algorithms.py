@@ -1,12 +1,18 @@
 """Meta-SGD, ANIL and MAML++ against finite differences and MAML as the oracle (float64)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mamlkit import anil, maml, mamlpp, metasgd
+from mamlkit import anil, families, maml, mamlpp, metasgd, runs, training
 from mamlkit import params as P
+from mamlkit.__main__ import main
+from mamlkit.checkpoint import load_checkpoint, save_checkpoint
+from mamlkit.config import Config
+from mamlkit.evaluation import Protocol, evaluate
 from mamlkit.inner import SGD, InnerLoop, StepwiseSGD
 from mamlkit.models import MLP, Conv4
 from mamlkit.tasks import Task, sample_sine_tasks
@@ -242,3 +248,124 @@ def test_sgd_with_a_dict_of_scalars_equals_sgd():
     params = {"w": torch.tensor([1.0, 2.0])}
     g = {"w": torch.tensor([0.5, 0.5])}
     assert torch.equal(SGD({"w": torch.tensor(0.1)}).update(params, g)[0]["w"], SGD(0.1).update(params, g)[0]["w"])
+
+
+# Training, checkpoints, evaluation, command line --------------------------------------------------------
+
+FAST = dict(iterations=30, meta_batch_size=4, val_every=10, val_tasks=8, checkpoint_every=10)
+VARIANTS = ["metasgd", "anil", "mamlpp"]
+
+
+def state_of(run):
+    return {**{k: v.detach().clone() for k, v in run.model.state_dict().items()},
+            **{f"inner.{k}": v.detach().clone() for k, v in run.inner_params.items()}}
+
+
+@pytest.mark.parametrize("algo", VARIANTS)
+@pytest.mark.parametrize("batched", [False, True])
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, algo, batched):
+    config = Config(algo=algo, seed=1, batched=batched, **FAST,
+                    **(dict(msl_iterations=20, first_order_iterations=15) if algo == "mamlpp" else {}))
+    whole = training.meta_train(config, progress=False)
+    out = tmp_path / "run.pt"
+    real_step = training.outer_step
+
+    def crash_at_25(run, tasks, batched):
+        if run.iteration == 25:
+            raise KeyboardInterrupt
+        return real_step(run, tasks, batched)
+
+    monkeypatch.setattr(training, "outer_step", crash_at_25)
+    with pytest.raises(KeyboardInterrupt):
+        training.meta_train(config, out, progress=False)
+    monkeypatch.setattr(training, "outer_step", real_step)
+    saved = load_checkpoint(out)
+    assert saved["iteration"] == 20 and saved["inner_params"].keys() == whole.inner_params.keys()
+    resumed = training.meta_train(config, out, resume=True, progress=False)
+    a, b = state_of(resumed), state_of(whole)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.history == whole.history
+    if algo != "anil":  # the learned step sizes moved from inner_lr
+        assert any(not torch.all(v == 0.01) for v in whole.inner_params.values())
+
+
+def test_the_learned_inner_params_are_what_evaluation_uses(tmp_path):
+    tasks = families.get("sinusoid").fixed_tasks("val", 10, 5)
+    run = training.meta_train(Config(algo="metasgd", **FAST), progress=False)
+    with torch.no_grad():
+        for v in run.inner_params.values():
+            v.zero_()
+    result = training.evaluate_run(run, tasks, inner_steps=3)
+    assert torch.equal(result.per_task[:, 0], result.per_task[:, 3])  # α = 0: fine-tuning changes nothing
+    run = training.meta_train(Config(algo="mamlpp", **FAST), progress=False)
+    with torch.no_grad():
+        for v in run.inner_params.values():
+            v[0] = 0.0  # step 1 does nothing, the later steps do
+    result = training.evaluate_run(run, tasks, inner_steps=3)
+    assert torch.equal(result.per_task[:, 0], result.per_task[:, 1])
+    assert not torch.equal(result.per_task[:, 1], result.per_task[:, 2])
+
+
+def test_anil_evaluation_fine_tunes_the_head_only():
+    tasks = families.get("sinusoid").fixed_tasks("val", 10, 5)
+    run = training.meta_train(Config(algo="anil", **FAST), progress=False)
+    ours = training.evaluate_run(run, tasks, inner_steps=2).per_task
+    head, _ = anil.split(run.model)
+    with anil.head_only(run.model):
+        expected = evaluate(run.model, head, tasks, F.mse_loss, Protocol.sgd(0.01, 2)).per_task
+    everything = evaluate(run.model, P.get_params(run.model), tasks, F.mse_loss, Protocol.sgd(0.01, 2)).per_task
+    assert torch.equal(ours, expected) and not torch.equal(ours[:, 2], everything[:, 2])
+
+
+def test_checkpoints_without_inner_params_still_load(tmp_path):
+    out = tmp_path / "old.pt"
+    training.meta_train(Config(**FAST), out, progress=False)
+    state = load_checkpoint(out)
+    del state["inner_params"]  # as written before learned inner parameters existed
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, out)
+    assert runs.load_run(out).inner_params == {}
+    out = tmp_path / "metasgd.pt"
+    training.meta_train(Config(algo="metasgd", **FAST), out, progress=False)
+    with pytest.raises(ValueError, match="learned step sizes: drop --inner-lr"):
+        training.evaluate_checkpoint(out, 5, "cpu", inner_lr=0.1)
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(algo="maml", msl=False), "msl=False .--no-msl. is an option of algo 'mamlpp'"),
+    (dict(algo="anil", lslr=False), "--no-lslr"),
+    (dict(algo="fomaml", first_order_iterations=3), "--first-order-iterations"),
+    (dict(algo="maml", anneal=False), "--no-anneal.*reptile"),
+    (dict(algo="mamlpp", msl=False, msl_iterations=3), "drop --msl-iterations or --no-msl"),
+])
+def test_an_option_of_another_algorithm_is_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        Config(**options).resolved()
+
+
+def test_mamlpp_defaults_and_switches():
+    cfg = Config(algo="mamlpp", iterations=300).resolved()
+    assert (cfg.lslr, cfg.msl, cfg.doa, cfg.msl_iterations, cfg.first_order_iterations) == (True, True, True, 30, 100)
+    off = Config(algo="mamlpp", iterations=300, lslr=False, msl=False, doa=False).resolved()
+    assert (off.msl_iterations, off.first_order_iterations) == (None, None)
+    assert runs.new_run(replace(off, **FAST)).inner_params == {}
+
+
+def test_cli_trains_and_evaluates_anil(tmp_path, capsys):
+    out = tmp_path / "anil.pt"
+    assert main(["train", "--algo", "anil", "--task", "sinusoid", "--iterations", "20", "--out", str(out),
+                 "--no-progress", "--device", "cpu", "--val-every", "10", "--meta-batch-size", "4"]) == 0
+    assert main(["evaluate", str(out), "--tasks", "10", "--steps", "1"]) == 0
+    assert "| anil |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--algo", "maml", "--no-msl"], "--no-msl) is an option of algo 'mamlpp'"),
+    (["--algo", "metasgd", "--no-doa"], "--no-doa) is an option of algo 'mamlpp'"),
+    (["--no-anneal"], "--no-anneal) is an option of algo 'reptile'"),
+    (["--algo", "fomaml", "--fresh-inner-state"], "--fresh-inner-state is an option of --algo reptile"),
+])
+def test_cli_refuses_options_of_another_algorithm(tmp_path, capsys, args, message):
+    assert main(["train", *args, "--iterations", "1", "--out", str(tmp_path / "x.pt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.pt").exists()
