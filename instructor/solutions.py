@@ -104,3 +104,13 @@ def clusters_sample(self, n, split, shots, queries, generator, device="cpu"):
 
     (xs, ys), (xq, yq) = take(slice(0, shots)), take(slice(shots, None))
     return Task(xs, ys, xq, yq).to(device)
+
+
+def anil_step(model, head, x, y, loss_fn, inner_lr):
+    """09_beyond_maml: one SGD step on the head only (the body is the model's own), keeping the graph."""
+    from mamlkit import anil
+
+    with anil.head_only(model):
+        loss = loss_fn(forward(model, head, x), y)
+    grads = torch.autograd.grad(loss, list(head.values()), create_graph=True)
+    return {k: v - inner_lr * g for (k, v), g in zip(head.items(), grads)}

@@ -29,7 +29,7 @@ from torch import Tensor
 from . import anil, mamlpp, metasgd
 from . import params as P
 from .evaluation import EvalResult, Protocol, evaluate
-from .inner import SGD, InnerLoop, StepwiseSGD
+from .inner import SGD, InnerLoop, StepwiseSGD, by_name
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class Algorithm:
     evaluate: Callable[..., EvalResult]
     inner_params: Callable[..., P.Params] = lambda config, model: {}
     learned_lr: bool = False  # its step sizes are learned: an --inner-lr at evaluation is refused
+    # (params it adapts, InnerLoop, context or None) at meta-test, for methods that fine-tune; None otherwise
+    test_loop: Callable[..., tuple] | None = None
 
 
 def fine_tune(run, tasks, params: P.Params, loop: InnerLoop, transductive: bool, report, context=None) -> EvalResult:
@@ -51,6 +53,34 @@ def fine_tune(run, tasks, params: P.Params, loop: InnerLoop, transductive: bool,
                         run.family.metric)
 
 
+# Each method's meta-test inner loop: (the parameters it adapts, the loop, a context to run it in) ------------
+
+def _metasgd_test(run, protocol):
+    alpha = {k: v.detach() for k, v in run.inner_params.items()}
+    return P.get_params(run.model), InnerLoop(SGD(alpha), protocol["inner_steps"]), None
+
+
+def _anil_test(run, protocol):
+    head, _ = anil.split(run.model)
+    return head, InnerLoop.sgd(protocol["inner_lr"], protocol["inner_steps"]), anil.head_only(run.model)
+
+
+def _mamlpp_test(run, protocol):
+    if run.inner_params:
+        optimizer = StepwiseSGD({k: v.detach() for k, v in run.inner_params.items()})
+    else:
+        optimizer = SGD(protocol["inner_lr"])
+    return P.get_params(run.model), InnerLoop(optimizer, protocol["inner_steps"]), None
+
+
+def _fine_tune_with(test_loop):
+    """The evaluation of a method whose meta-test is fine-tuning with ``test_loop(run, protocol)``."""
+    def run_evaluation(run, tasks, protocol, transductive, report):
+        params, loop, context = test_loop(run, protocol)
+        return fine_tune(run, tasks, params, loop, transductive, report, context)
+    return run_evaluation
+
+
 # Meta-SGD ---------------------------------------------------------------------------------------------
 
 def _metasgd_backward(run, tasks, batched, scale):
@@ -59,24 +89,12 @@ def _metasgd_backward(run, tasks, batched, scale):
                                  cfg.inner_steps, batched, scale)
 
 
-def _metasgd_evaluate(run, tasks, protocol, transductive, report):
-    alpha = {k: v.detach() for k, v in run.inner_params.items()}
-    return fine_tune(run, tasks, P.get_params(run.model), InnerLoop(SGD(alpha), protocol["inner_steps"]),
-                     transductive, report)
-
-
 # ANIL ---------------------------------------------------------------------------------------------------
 
 def _anil_backward(run, tasks, batched, scale):
     cfg = run.config
     inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps)
     return anil.meta_backward(run.model, tasks, run.family.loss, inner, batched, scale)
-
-
-def _anil_evaluate(run, tasks, protocol, transductive, report):
-    head, _ = anil.split(run.model)
-    loop = InnerLoop.sgd(protocol["inner_lr"], protocol["inner_steps"])
-    return fine_tune(run, tasks, head, loop, transductive, report, anil.head_only(run.model))
 
 
 # MAML++ -------------------------------------------------------------------------------------------------
@@ -94,25 +112,30 @@ def _mamlpp_backward(run, tasks, batched, scale):
                                 scale)
 
 
-def _mamlpp_evaluate(run, tasks, protocol, transductive, report):
-    if run.inner_params:
-        optimizer = StepwiseSGD({k: v.detach() for k, v in run.inner_params.items()})
-    else:
-        optimizer = SGD(protocol["inner_lr"])
-    return fine_tune(run, tasks, P.get_params(run.model), InnerLoop(optimizer, protocol["inner_steps"]),
-                     transductive, report)
-
-
 def _lslr_params(config, model):
     return mamlpp.init_lslr(P.get_params(model), config.inner_lr, config.inner_steps) if config.lslr else {}
 
 
 REGISTRY: dict[str, Algorithm] = {
-    "metasgd": Algorithm("metasgd", _metasgd_backward, _metasgd_evaluate,
-                         lambda config, model: metasgd.init_alpha(P.get_params(model), config.inner_lr), True),
-    "anil": Algorithm("anil", _anil_backward, _anil_evaluate),
-    "mamlpp": Algorithm("mamlpp", _mamlpp_backward, _mamlpp_evaluate, _lslr_params, True),
+    "metasgd": Algorithm("metasgd", _metasgd_backward, _fine_tune_with(_metasgd_test),
+                         lambda config, model: metasgd.init_alpha(P.get_params(model), config.inner_lr), True,
+                         _metasgd_test),
+    "anil": Algorithm("anil", _anil_backward, _fine_tune_with(_anil_test), test_loop=_anil_test),
+    "mamlpp": Algorithm("mamlpp", _mamlpp_backward, _fine_tune_with(_mamlpp_test), _lslr_params, True, _mamlpp_test),
 }
+
+
+def test_loop(run, protocol: dict) -> tuple:
+    """``(params, loop, context)``: what ``run``'s method adapts at meta-test, with which inner loop, inside
+    which context (``None``, or ANIL's ``head_only``); MAML, FOMAML, Reptile and the pretrained baseline
+    fine-tune every parameter with the ``protocol``'s optimizer. For plots and explorers of adapted models."""
+    algorithm = get(run.config.algo)
+    if algorithm is not None and algorithm.test_loop is None:
+        raise ValueError(f"{run.config.algo} does not fine-tune at meta-test")
+    if algorithm is not None:
+        return algorithm.test_loop(run, protocol)
+    loop = InnerLoop(by_name(protocol["inner_optimizer"], protocol["inner_lr"]), protocol["inner_steps"])
+    return P.get_params(run.model), loop, None
 
 
 def get(name: str) -> Algorithm | None:
