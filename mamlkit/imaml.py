@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from .inner import InnerLoop, LossFn
 from .params import Params, forward
@@ -95,35 +96,38 @@ def _dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
 
 
 def conjugate_gradient(matvec: Callable[[list[Tensor]], list[Tensor]], b: list[Tensor], steps: int,
-                       tol: float = 0.0) -> tuple[list[Tensor], float, int]:
+                       tol: float = 0.0, early_exit: bool = True) -> tuple[list[Tensor], Tensor, Tensor]:
     """Solve ``A v = b`` for a symmetric positive definite ``A`` given as ``matvec``, from ``v = 0``: at most
     ``steps`` iterations, stopping once ``‖r‖ ≤ tol ‖b‖``, or when ``A`` shows a direction of non-positive
     curvature (φ far from a minimum of a non-convex loss; the current ``v`` is kept and the residual says
-    so). Returns ``(v, ‖r‖ / ‖b‖, iterations)``."""
+    so). Returns ``(v, ‖r‖ / ‖b‖, iterations)``, the last two as tensors.
+
+    Written with tensor operations only (a finished solve is frozen by masks, not by a ``break``), so it
+    runs under ``vmap`` with one solve per task; ``early_exit`` (outside ``vmap``) skips the iterations
+    after it has finished."""
     v = [torch.zeros_like(t) for t in b]
-    r = [t.clone() for t in b]
-    p = [t.clone() for t in b]
+    r, p = list(b), list(b)
     rs = _dot(r, r)
     b_norm = rs.sqrt()
-    if b_norm == 0:
-        return v, 0.0, 0
-    done = 0
-    for done in range(1, steps + 1):
+    active = b_norm > 0
+    iterations = torch.zeros((), dtype=torch.long, device=b_norm.device)
+    for _ in range(steps):
+        if early_exit and not bool(active):
+            break
         ap = matvec(p)
         curvature = _dot(p, ap)
-        if not curvature > 0:
-            done -= 1
-            break
-        alpha = rs / curvature
+        active = active & (curvature > 0)
+        alpha = torch.where(active, rs / torch.where(active, curvature, torch.ones_like(curvature)), 0.0)
         v = [vi + alpha * pi for vi, pi in zip(v, p)]
         r = [ri - alpha * api for ri, api in zip(r, ap)]
-        rs_new = _dot(r, r)
-        if rs_new.sqrt() <= tol * b_norm:
-            rs = rs_new
-            break
-        p = [ri + (rs_new / rs) * pi for ri, pi in zip(r, p)]
+        rs_new = torch.where(active, _dot(r, r), rs)
+        beta = torch.where(active & (rs > 0), rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), 0.0)
+        p = [ri + beta * pi for ri, pi in zip(r, p)]
+        iterations = iterations + active.long()
         rs = rs_new
-    return v, float(rs.sqrt() / b_norm), done
+        active = active & (rs.sqrt() > tol * b_norm)
+    residual = torch.where(b_norm > 0, rs.sqrt() / torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm)), 0.0)
+    return v, residual, iterations
 
 
 def implicit_gradient(model: nn.Module, loss_fn: LossFn, phi: Params, x_support: Tensor, y_support: Tensor,
@@ -149,7 +153,7 @@ def implicit_gradient(model: nn.Module, loss_fn: LossFn, phi: Params, x_support:
 
     b = [query_grad[k].detach() for k in names]
     v, residual, iterations = conjugate_gradient(matvec, b, cg_steps, cg_tol)
-    return CGResult(dict(zip(names, v)), residual, iterations)
+    return CGResult(dict(zip(names, v)), float(residual), int(iterations))
 
 
 @dataclass(frozen=True)
@@ -174,18 +178,26 @@ class IMAML:
 
 
 def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, settings: IMAML,
-                  scale: float = 1.0, solver: Callable[[Params, Task], Params] | None = None
-                  ) -> tuple[Tensor, float]:
+                  scale: float = 1.0, solver: Callable[[Params, Task], Params] | None = None,
+                  batched: bool = False) -> tuple[Tensor, float]:
     """Add ``scale`` × the implicit meta-gradient of the mean query loss to ``params``' ``.grad``; return
     ``(mean query loss, largest relative CG residual over the tasks)``.
 
     Per task: ``φ*`` by the proximal inner loop without a graph (or ``solver(θ, task)``, e.g. a closed
-    form), ``g = ∇L_query(φ*)``, then ``(I + H/λ)⁻¹ g`` by CG. Only one task's support graph is alive at a
-    time, and none of the inner steps'."""
+    form), ``g = ∇L_query(φ*)``, then ``(I + H/λ)⁻¹ g`` by CG. The loop keeps one task's support graph
+    alive at a time, and none of the inner steps'; ``batched=True`` runs all tasks at once under ``vmap``
+    (Hessian-vector products by ``torch.func.vjp`` of the gradient; the same values)."""
     tasks = as_batch(tasks, "imaml.meta_backward")
     if len(tasks) < 1:
         raise ValueError("imaml.meta_backward needs at least one task")
     names = list(params)
+    if batched:
+        if solver is not None:
+            raise ValueError("imaml.meta_backward: a custom solver runs in the per-task loop; pass batched=False")
+        solution, losses, residuals = _batched(model, params, tasks, loss_fn, settings)
+        for k in names:
+            _accumulate(params[k], solution[k].mean(0) * scale)
+        return losses.mean().detach(), float(residuals.max())
     total, residual = torch.zeros((), device=next(iter(params.values())).device), 0.0
     loop = settings.loop(params)
     for task in tasks:
@@ -200,9 +212,37 @@ def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn
         solved = implicit_gradient(model, loss_fn, phi, task.x_support, task.y_support, query_grad, settings.lam,
                                    settings.cg_steps, settings.cg_tol)
         for k in names:
-            g = solved.solution[k] * (scale / len(tasks))
-            p = params[k]
-            p.grad = g.to(p.dtype) if p.grad is None else p.grad + g
+            _accumulate(params[k], solved.solution[k] * (scale / len(tasks)))
         total = total + query.detach() / len(tasks)
         residual = max(residual, solved.residual)
     return total, residual
+
+
+def _accumulate(p: Tensor, g: Tensor) -> None:
+    g = g.detach().to(p.dtype)
+    p.grad = g if p.grad is None else p.grad + g
+
+
+def _batched(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, settings: IMAML):
+    """Every task's implicit gradient (a dict of stacked tensors), query loss and CG residual, in one ``vmap``."""
+    from .batched import check_batchable
+
+    check_batchable(model)
+    loop, names, lam = settings.loop(params), list(params), settings.lam
+    theta = {k: v.detach() for k, v in params.items()}
+
+    def one_task(xs, ys, xq, yq):
+        phi = loop.adapt(model, loss_fn, theta, xs, ys, graph=False)[0]
+        query_grad, query = torch.func.grad_and_value(lambda p: loss_fn(functional_call(model, p, (xq,)), yq))(phi)
+        support_grad = torch.func.grad(lambda p: loss_fn(functional_call(model, p, (xs,)), ys))
+        _, hvp = torch.func.vjp(support_grad, phi)  # H v = vjp of the gradient (H is symmetric)
+
+        def matvec(vec: list[Tensor]) -> list[Tensor]:  # (I + H/λ) v
+            hv = hvp(dict(zip(names, vec)))[0]
+            return [v + hv[k] / lam for v, k in zip(vec, names)]
+
+        v, residual, _ = conjugate_gradient(matvec, [query_grad[k] for k in names], settings.cg_steps,
+                                            settings.cg_tol, early_exit=False)
+        return dict(zip(names, v)), query, residual
+
+    return torch.func.vmap(one_task)(*tasks.tensors()[:4])

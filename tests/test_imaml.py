@@ -217,3 +217,27 @@ def test_a_bad_lambda_is_refused_by_the_functions_too():
         imaml.proximal_solution(model, F.mse_loss, theta, task.x_support, task.y_support, -2.0, 0.01, 3)
     with pytest.raises(ValueError, match="cg_steps"):
         imaml.implicit_gradient(model, F.mse_loss, theta, task.x_support, task.y_support, theta, 2.0, cg_steps=0)
+
+
+@pytest.mark.parametrize("lam, cg_tol", [(1.0, 0.0), (10.0, 1e-3)])
+def test_batched_equals_the_loop(device, lam, cg_tol):
+    """All tasks under ``vmap`` (HVPs by vjp of the gradient, CG frozen by masks) = the per-task loop. With
+    λ = 1 some of these tasks' I + H/λ is indefinite (H has eigenvalues below −1 at this φ): CG stops at
+    the first direction of non-positive curvature, in both paths alike, and reports a large residual."""
+    model = small_mlp(device)
+    theta = P.get_params(model)
+    tasks = sample_sine_tasks(5, 10, 10, torch.Generator().manual_seed(4), device, torch.float64)
+    settings = imaml.IMAML(lam=lam, lr=0.05, steps=4, cg_steps=20 if cg_tol else 6, cg_tol=cg_tol)
+    out = {}
+    for batched in (False, True):
+        model.zero_grad()
+        loss, residual = imaml.meta_backward(model, theta, tasks, F.mse_loss, settings, scale=0.5, batched=batched)
+        out[batched] = loss, residual, [v.grad.clone() for v in theta.values()]
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-12, atol=1e-12)
+    assert out[True][1] == pytest.approx(out[False][1], rel=1e-6, abs=1e-14)
+    for a, b in zip(out[True][2], out[False][2]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    if cg_tol:
+        assert out[False][1] <= cg_tol
+    else:
+        assert out[False][1] > 0.1  # an indefinite system: the residual says the solve failed
