@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from . import families
+from . import algorithms, families
 from .data.omniglot import SPLITS as CHARACTER_SPLITS
 from .inner import OPTIMIZERS
 
-ALGOS = ("maml", "fomaml", "reptile", "pretrain")
+ALGOS = ("maml", "fomaml", "reptile", "pretrain", *algorithms.REGISTRY)  # the lesson's, then algorithms.py's
+MAMLPP_SWITCHES = ("lslr", "msl", "doa")  # each on by default with algo "mamlpp" (see mamlpp.py)
 
 
 def paper_defaults(task: str, algo: str, ways: int = 5) -> dict:
@@ -46,7 +47,12 @@ class Config:
     inner_optimizer: str | None = None
     inner_batch: int | None = None  # Reptile: examples per inner step (None: the whole support set)
     keep_inner_state: bool | None = None  # Reptile with Adam: carry the inner Adam's state across tasks
-    anneal: bool = True
+    anneal: bool = True  # Reptile: ε annealed linearly to 0
+    lslr: bool | None = None  # MAML++: learned per-layer per-step inner step sizes (default on)
+    msl: bool | None = None  # MAML++: the multi-step loss (default on)
+    doa: bool | None = None  # MAML++: derivative-order annealing (default on)
+    msl_iterations: int | None = None  # MAML++: iterations over which MSL's weights anneal (default iterations // 10)
+    first_order_iterations: int | None = None  # MAML++ DOA: first-order iterations (default iterations // 3)
     batched: bool | None = None
     val_every: int = 1000
     val_tasks: int = 100
@@ -65,6 +71,34 @@ class Config:
                     **paper_defaults(self.task, self.algo, self.ways)}
         cfg = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         cfg.validate()
+        return cfg.check_options()
+
+    def check_options(self) -> Config:
+        """Refuse an algorithm's own option given with another algorithm (one line, saying what to drop);
+        fill MAML++'s defaults."""
+        own = {"anneal": ("reptile", self.anneal is False, "--no-anneal")}
+        own.update({name: ("mamlpp", getattr(self, name) is not None, f"--no-{name}") for name in MAMLPP_SWITCHES})
+        own.update({name: ("mamlpp", getattr(self, name) is not None, f"--{name.replace('_', '-')}")
+                    for name in ("msl_iterations", "first_order_iterations")})
+        for name, (algo, given, flag) in own.items():
+            if given and self.algo != algo:
+                raise ValueError(f"{name}={getattr(self, name)!r} ({flag}) is an option of algo {algo!r}, not of "
+                                 f"{self.algo!r}: drop it, or use --algo {algo}")
+        if self.algo != "mamlpp":
+            return self
+        cfg = replace(self, **{k: True for k in MAMLPP_SWITCHES if getattr(self, k) is None})
+        for switch, name, default in (("msl", "msl_iterations", cfg.iterations // 10),
+                                      ("doa", "first_order_iterations", cfg.iterations // 3)):
+            value = getattr(cfg, name)
+            if not getattr(cfg, switch):
+                if value is not None:
+                    raise ValueError(f"{name} is used by {switch} only: drop --{name.replace('_', '-')} "
+                                     f"or --no-{switch}")
+                continue
+            value = default if value is None else value
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            cfg = replace(cfg, **{name: value})
         return cfg
 
     def validate(self) -> None:

@@ -40,8 +40,11 @@ QUERY_POINTS = 100  # fresh query points per sine test task
 # validation tasks (README).
 _SINE = dict(iterations=70_000, inner_lr=0.01, outer_lr=0.001, inner_steps=1, meta_batch_size=25,
              shots=10, queries=10)
+# Meta-SGD and ANIL: the MAML protocol (Meta-SGD's α starts at inner_lr); MAML++: 5 inner steps, as its paper,
+# so that the multi-step loss has steps to weigh.
 GENERIC = {"maml": _SINE, "fomaml": _SINE, "pretrain": _SINE,
-           "reptile": dict(_SINE, outer_lr=1.0, inner_steps=10)}
+           "reptile": dict(_SINE, outer_lr=1.0, inner_steps=10),
+           "metasgd": _SINE, "anil": _SINE, "mamlpp": dict(_SINE, inner_steps=5)}
 
 
 class Family:
@@ -101,13 +104,17 @@ _OMNIGLOT = dict(iterations=60_000, inner_lr=0.4, outer_lr=0.001, inner_steps=1,
                  shots=1, queries=15)
 OMNIGLOT = {"maml": _OMNIGLOT, "fomaml": _OMNIGLOT, "pretrain": _OMNIGLOT,
             "reptile": dict(iterations=100_000, inner_lr=0.001, outer_lr=1.0, inner_steps=5, meta_batch_size=5,
-                            shots=10, queries=5, inner_optimizer="adam", inner_batch=10, keep_inner_state=True)}
+                            shots=10, queries=5, inner_optimizer="adam", inner_batch=10, keep_inner_state=True),
+            "metasgd": _OMNIGLOT, "anil": _OMNIGLOT, "mamlpp": dict(_OMNIGLOT, inner_lr=0.1, inner_steps=5)}
 _WIDE_MAML = dict(inner_lr=0.1, inner_steps=5, meta_batch_size=16)
-OMNIGLOT_WIDE = {"maml": _WIDE_MAML, "fomaml": _WIDE_MAML, "pretrain": _WIDE_MAML,
+OMNIGLOT_WIDE = {"maml": _WIDE_MAML, "fomaml": _WIDE_MAML, "pretrain": _WIDE_MAML, "metasgd": _WIDE_MAML,
+                 "anil": _WIDE_MAML, "mamlpp": _WIDE_MAML,
                  "reptile": dict(iterations=200_000, inner_lr=0.0005, inner_steps=10, inner_batch=20)}
 OMNIGLOT_TEST = {"sgd": dict(shots=1, inner_lr=0.4, inner_steps=3, inner_optimizer="sgd"),
+                 "mamlpp": dict(shots=1, inner_lr=0.1, inner_steps=5, inner_optimizer="sgd"),
                  "adam": dict(shots=1, inner_lr=0.001, inner_steps=50, inner_optimizer="adam")}
-OMNIGLOT_TEST_WIDE = {"sgd": dict(inner_lr=0.1, inner_steps=5), "adam": dict(inner_lr=0.0005)}
+OMNIGLOT_TEST_WIDE = {"sgd": dict(inner_lr=0.1, inner_steps=5), "mamlpp": dict(inner_lr=0.1, inner_steps=5),
+                      "adam": dict(inner_lr=0.0005)}
 
 
 @lru_cache(maxsize=4)
@@ -156,7 +163,7 @@ class Omniglot(Family):
         return {**OMNIGLOT[algo], **(OMNIGLOT_WIDE[algo] if ways >= WIDE_WAYS else {})}
 
     def protocol(self, algo, ways):
-        kind = "adam" if algo == "reptile" else "sgd"
+        kind = {"reptile": "adam", "mamlpp": "mamlpp"}.get(algo, "sgd")
         return {**OMNIGLOT_TEST[kind], **(OMNIGLOT_TEST_WIDE[kind] if ways >= WIDE_WAYS else {})}
 
 

@@ -1,0 +1,120 @@
+"""The optimisation-based variants beyond the lesson's three, each as one ``Algorithm`` that the same
+``training.meta_train``, ``training.evaluate_run`` and checkpoints run by name: Meta-SGD, ANIL, MAML++.
+
+An ``Algorithm`` says three things:
+
+- ``inner_params(config, model)``: the learned inner-loop parameters it adds to θ (Meta-SGD's α, MAML++'s
+  per-step α; ``{}`` for none). They live in ``Run.inner_params``, are optimised by the outer optimizer
+  with θ, and are saved in the checkpoint.
+- ``meta_backward(run, tasks, batched, scale)``: add ``scale`` × the meta-gradient to the ``.grad`` of the
+  model's parameters and of ``run.inner_params``; return the (detached) loss it optimised.
+- ``evaluate(run, tasks, protocol, transductive, report)``: fine-tune and score as the method does at
+  meta-test (``protocol``: the family's ``inner_lr``, ``inner_steps``, ``inner_optimizer``).
+
+To add one (iMAML, prototypical networks): write its module, register an ``Algorithm`` in ``REGISTRY``
+below, give every family its training defaults (``families.GENERIC`` / ``OMNIGLOT`` / ``OMNIGLOT_WIDE``,
+and the test protocol if it differs), and add its own options as ``Config`` fields validated in
+``config.check_options``; ``config.ALGOS``, the ``--algo`` choices, ``meta_train``, ``evaluate_checkpoint``
+and exact resume follow from ``REGISTRY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from . import anil, mamlpp, metasgd
+from . import params as P
+from .evaluation import EvalResult, Protocol, evaluate
+from .inner import SGD, InnerLoop, StepwiseSGD
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """How the training loop, the evaluation and the checkpoints run one method (see the module)."""
+
+    name: str
+    meta_backward: Callable[..., Tensor]
+    evaluate: Callable[..., EvalResult]
+    inner_params: Callable[..., P.Params] = lambda config, model: {}
+    learned_lr: bool = False  # its step sizes are learned: an --inner-lr at evaluation is refused
+
+
+def fine_tune(run, tasks, params: P.Params, loop: InnerLoop, transductive: bool, report, context=None) -> EvalResult:
+    """The fine-tune-and-score evaluation of ``params`` with ``loop`` (inside ``context``, e.g. ANIL's)."""
+    with context or nullcontext():
+        return evaluate(run.model, params, tasks, run.family.loss, Protocol(loop, report=report,
+                                                                              transductive=transductive),
+                        run.family.metric)
+
+
+# Meta-SGD ---------------------------------------------------------------------------------------------
+
+def _metasgd_backward(run, tasks, batched, scale):
+    cfg = run.config
+    return metasgd.meta_backward(run.model, P.get_params(run.model), run.inner_params, tasks, run.family.loss,
+                                 cfg.inner_steps, batched, scale)
+
+
+def _metasgd_evaluate(run, tasks, protocol, transductive, report):
+    alpha = {k: v.detach() for k, v in run.inner_params.items()}
+    return fine_tune(run, tasks, P.get_params(run.model), InnerLoop(SGD(alpha), protocol["inner_steps"]),
+                     transductive, report)
+
+
+# ANIL ---------------------------------------------------------------------------------------------------
+
+def _anil_backward(run, tasks, batched, scale):
+    cfg = run.config
+    inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps)
+    return anil.meta_backward(run.model, tasks, run.family.loss, inner, batched, scale)
+
+
+def _anil_evaluate(run, tasks, protocol, transductive, report):
+    head, _ = anil.split(run.model)
+    loop = InnerLoop.sgd(protocol["inner_lr"], protocol["inner_steps"])
+    return fine_tune(run, tasks, head, loop, transductive, report, anil.head_only(run.model))
+
+
+# MAML++ -------------------------------------------------------------------------------------------------
+
+def schedule(run) -> mamlpp.Schedule:
+    """MAML++'s inner loop and loss weights at the run's current iteration."""
+    cfg = run.config
+    return mamlpp.Schedule.at(run.iteration, cfg.inner_steps, cfg.inner_lr, run.inner_params or None,
+                              cfg.msl_iterations if cfg.msl else None,
+                              cfg.first_order_iterations if cfg.doa else None)
+
+
+def _mamlpp_backward(run, tasks, batched, scale):
+    return mamlpp.meta_backward(run.model, P.get_params(run.model), tasks, run.family.loss, schedule(run), batched,
+                                scale)
+
+
+def _mamlpp_evaluate(run, tasks, protocol, transductive, report):
+    if run.inner_params:
+        optimizer = StepwiseSGD({k: v.detach() for k, v in run.inner_params.items()})
+    else:
+        optimizer = SGD(protocol["inner_lr"])
+    return fine_tune(run, tasks, P.get_params(run.model), InnerLoop(optimizer, protocol["inner_steps"]),
+                     transductive, report)
+
+
+def _lslr_params(config, model):
+    return mamlpp.init_lslr(P.get_params(model), config.inner_lr, config.inner_steps) if config.lslr else {}
+
+
+REGISTRY: dict[str, Algorithm] = {
+    "metasgd": Algorithm("metasgd", _metasgd_backward, _metasgd_evaluate,
+                         lambda config, model: metasgd.init_alpha(P.get_params(model), config.inner_lr), True),
+    "anil": Algorithm("anil", _anil_backward, _anil_evaluate),
+    "mamlpp": Algorithm("mamlpp", _mamlpp_backward, _mamlpp_evaluate, _lslr_params, True),
+}
+
+
+def get(name: str) -> Algorithm | None:
+    """The registered algorithm called ``name``; ``None`` for the lesson's (maml, fomaml, reptile, pretrain)."""
+    return REGISTRY.get(name)
