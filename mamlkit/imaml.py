@@ -100,7 +100,9 @@ def conjugate_gradient(matvec: Callable[[list[Tensor]], list[Tensor]], b: list[T
     """Solve ``A v = b`` for a symmetric positive definite ``A`` given as ``matvec``, from ``v = 0``: at most
     ``steps`` iterations, stopping once ``‖r‖ ≤ tol ‖b‖``, or when ``A`` shows a direction of non-positive
     curvature (φ far from a minimum of a non-convex loss; the current ``v`` is kept and the residual says
-    so). Returns ``(v, ‖r‖ / ‖b‖, iterations)``, the last two as tensors.
+    so). Returns the iterate with the smallest residual (on an indefinite system, as at a φ far from a
+    minimum, later iterates can blow up; on a positive definite one it is in practice the last), its
+    ``‖r‖ / ‖b‖`` and the iterations run, the last two as tensors.
 
     Written with tensor operations only (a finished solve is frozen by masks, not by a ``break``), so it
     runs under ``vmap`` with one solve per task; ``early_exit`` (outside ``vmap``) skips the iterations
@@ -110,6 +112,7 @@ def conjugate_gradient(matvec: Callable[[list[Tensor]], list[Tensor]], b: list[T
     rs = _dot(r, r)
     b_norm = rs.sqrt()
     active = b_norm > 0
+    best, best_rs = v, rs
     iterations = torch.zeros((), dtype=torch.long, device=b_norm.device)
     for _ in range(steps):
         if early_exit and not bool(active):
@@ -125,9 +128,13 @@ def conjugate_gradient(matvec: Callable[[list[Tensor]], list[Tensor]], b: list[T
         p = [ri + beta * pi for ri, pi in zip(r, p)]
         iterations = iterations + active.long()
         rs = rs_new
+        better = rs < best_rs
+        best = [torch.where(better, vi, bi) for vi, bi in zip(v, best)]
+        best_rs = torch.where(better, rs, best_rs)
         active = active & (rs.sqrt() > tol * b_norm)
-    residual = torch.where(b_norm > 0, rs.sqrt() / torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm)), 0.0)
-    return v, residual, iterations
+    residual = torch.where(b_norm > 0, best_rs.sqrt() / torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm)),
+                           0.0)
+    return best, residual, iterations
 
 
 def implicit_gradient(model: nn.Module, loss_fn: LossFn, phi: Params, x_support: Tensor, y_support: Tensor,

@@ -241,3 +241,17 @@ def test_batched_equals_the_loop(device, lam, cg_tol):
         assert out[False][1] <= cg_tol
     else:
         assert out[False][1] > 0.1  # an indefinite system: the residual says the solve failed
+
+
+def test_cg_on_an_indefinite_system_returns_its_best_iterate():
+    """Far from a minimum I + H/λ can be indefinite: CG may then blow up; it returns the iterate with the
+    smallest residual (never worse than v = 0, residual 1) and reports that residual truthfully."""
+    matrix = torch.diag(torch.tensor([1.0, -0.9, 3.0, 0.05], dtype=torch.float64))
+    b = [torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64)]
+    v, residual, _ = imaml.conjugate_gradient(lambda p: [matrix @ p[0]], b, steps=4)
+    true = float(torch.linalg.norm(b[0] - matrix @ v[0]) / torch.linalg.norm(b[0]))
+    assert float(residual) == pytest.approx(true, rel=1e-9) and true <= 1.0
+    spd = torch.diag(torch.tensor([1.0, 0.5, 3.0, 2.0], dtype=torch.float64))
+    v, residual, iterations = imaml.conjugate_gradient(lambda p: [spd @ p[0]], b, steps=4)
+    torch.testing.assert_close(v[0], torch.linalg.solve(spd, b[0]), rtol=0, atol=1e-12)
+    assert float(residual) < 1e-12 and int(iterations) == 4
