@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights anneal to the last step (default: a tenth of --iterations)")
     t.add_argument("--first-order-iterations", type=int, help="MAML++: first-order meta-gradients for this many "
                    "iterations, second order after (default: a third of --iterations)")
+    t.add_argument("--imaml-lambda", type=float, help="iMAML: λ of the proximal term λ/2 |φ − θ|² (default: 10 sine, "
+                   "2 omniglot; larger keeps I + H/λ positive definite, smaller adapts further)")
+    t.add_argument("--cg-steps", type=int, help="iMAML: conjugate-gradient iterations for the implicit gradient "
+                   "(default 5; the largest relative CG residual is logged per history line)")
     t.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="adapt the meta-batch as one vmap computation (default: when the model allows it)")
     t.add_argument("--val-every", type=int, help="validate every N iterations (default 1000)")
@@ -137,7 +141,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 # Config fields set by a train flag of the same name (others: see ``_asked``).
 _FLAGS = ("task", "algo", "iterations", "inner_lr", "outer_lr", "inner_steps", "meta_batch_size", "shots", "queries",
           "seed", "inner_optimizer", "inner_batch", "batched", "val_every", "val_tasks", "ways", "split",
-          "checkpoint_every", "msl_iterations", "first_order_iterations")
+          "checkpoint_every", "msl_iterations", "first_order_iterations", "imaml_lambda", "cg_steps")
 _NEW_RUN = dict(task="sinusoid", algo="maml", seed=0, ways=5, split="maml", val_every=1000, val_tasks=100,
                 checkpoint_every=1000)
 
@@ -305,7 +309,8 @@ def evaluate(args) -> int:
                                   transductive=not args.non_transductive, report=steps or None, **protocol)
         if most is not None:
             row["protocol"]["inner_steps"] = most
-        row["steps"] = steps or ([1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]])
+        default = [1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]]
+        row["steps"] = steps or ([0] if row["scored"] == [0] else default)  # [0]: no fine-tuning (protonet)
         rows.append(row)
     print(report.as_json(rows) if args.json else report.tables(rows, args.tasks))
     return 0

@@ -1,5 +1,6 @@
 """The optimisation-based variants beyond the lesson's three, each as one ``Algorithm`` that the same
-``training.meta_train``, ``training.evaluate_run`` and checkpoints run by name: Meta-SGD, ANIL, MAML++.
+``training.meta_train``, ``training.evaluate_run`` and checkpoints run by name: Meta-SGD, ANIL, MAML++,
+iMAML, and the metric-based reference point, prototypical networks.
 
 An ``Algorithm`` says three things:
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from . import anil, mamlpp, metasgd
+from . import anil, imaml, mamlpp, metasgd, protonet
 from . import params as P
 from .evaluation import EvalResult, Protocol, evaluate
 from .inner import SGD, InnerLoop, StepwiseSGD, by_name
@@ -116,12 +117,49 @@ def _lslr_params(config, model):
     return mamlpp.init_lslr(P.get_params(model), config.inner_lr, config.inner_steps) if config.lslr else {}
 
 
+# iMAML -------------------------------------------------------------------------------------------------
+
+def imaml_settings(config) -> imaml.IMAML:
+    """iMAML's settings of a run: λ, the proximal inner loop (inner_lr, inner_steps) and the CG steps."""
+    return imaml.IMAML(config.imaml_lambda, config.inner_lr, config.inner_steps, config.cg_steps)
+
+
+def _imaml_backward(run, tasks, batched, scale):
+    loss, residual = imaml.meta_backward(run.model, P.get_params(run.model), tasks, run.family.loss,
+                                         imaml_settings(run.config), scale, batched=batched)
+    run.pending.setdefault("cg_residual", []).append(residual)  # logged (largest per log line) in the history
+    return loss
+
+
+def _imaml_test(run, protocol):
+    params = P.get_params(run.model)
+    return params, imaml.proximal_loop(params, run.config.imaml_lambda, protocol["inner_lr"], protocol["inner_steps"]), None
+
+
+# Prototypical networks ---------------------------------------------------------------------------------
+
+def _protonet_backward(run, tasks, batched, scale):
+    return protonet.meta_backward(run.model, P.get_params(run.model), tasks, batched, scale)
+
+
+def _protonet_evaluate(run, tasks, protocol, transductive, report):
+    if report is not None and set(report) != {0}:
+        raise ValueError(f"prototypical networks do not fine-tune: the only step to report is 0, got {list(report)}; "
+                         "drop --steps")
+    if not transductive:
+        raise ValueError("prototypical networks embed a task's support and query sets together (transductive): "
+                         "drop --non-transductive")
+    return protonet.evaluate(run.model, P.get_params(run.model), tasks)
+
+
 REGISTRY: dict[str, Algorithm] = {
     "metasgd": Algorithm("metasgd", _metasgd_backward, _fine_tune_with(_metasgd_test),
                          lambda config, model: metasgd.init_alpha(P.get_params(model), config.inner_lr), True,
                          _metasgd_test),
     "anil": Algorithm("anil", _anil_backward, _fine_tune_with(_anil_test), test_loop=_anil_test),
     "mamlpp": Algorithm("mamlpp", _mamlpp_backward, _fine_tune_with(_mamlpp_test), _lslr_params, True, _mamlpp_test),
+    "imaml": Algorithm("imaml", _imaml_backward, _fine_tune_with(_imaml_test), test_loop=_imaml_test),
+    "protonet": Algorithm("protonet", _protonet_backward, _protonet_evaluate),
 }
 
 

@@ -13,6 +13,7 @@ from .inner import OPTIMIZERS
 
 ALGOS = ("maml", "fomaml", "reptile", "pretrain", *algorithms.REGISTRY)  # the lesson's, then algorithms.py's
 MAMLPP_SWITCHES = ("lslr", "msl", "doa")  # each on by default with algo "mamlpp" (see mamlpp.py)
+METRIC_ONLY = ("protonet",)  # algorithms for classification families only (no inner loop to run on regression)
 
 
 def paper_defaults(task: str, algo: str, ways: int = 5) -> dict:
@@ -53,6 +54,8 @@ class Config:
     doa: bool | None = None  # MAML++: derivative-order annealing (default on)
     msl_iterations: int | None = None  # MAML++: iterations over which MSL's weights anneal (default iterations // 10)
     first_order_iterations: int | None = None  # MAML++ DOA: first-order iterations (default iterations // 3)
+    imaml_lambda: float | None = None  # iMAML: λ of the proximal term λ/2 |φ − θ|² (default: the family's, sine 10)
+    cg_steps: int | None = None  # iMAML: conjugate-gradient iterations of the implicit gradient (default 5)
     batched: bool | None = None
     val_every: int = 1000
     val_tasks: int = 100
@@ -66,7 +69,10 @@ class Config:
         """A copy with every ``None`` replaced by its default, after validating the choices."""
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
-        families.get(self.task)  # a registered family, or a clear error
+        family = families.get(self.task)  # a registered family, or a clear error
+        if self.algo in METRIC_ONLY and family.metric != "accuracy":
+            raise ValueError(f"algo {self.algo!r} classifies by the distance to class prototypes: it needs a "
+                             f"classification task (e.g. --task omniglot), not {family.name!r} ({family.metric})")
         defaults = {"inner_optimizer": "sgd", "keep_inner_state": False,
                     **paper_defaults(self.task, self.algo, self.ways)}
         cfg = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
@@ -80,10 +86,16 @@ class Config:
         own.update({name: ("mamlpp", getattr(self, name) is not None, f"--no-{name}") for name in MAMLPP_SWITCHES})
         own.update({name: ("mamlpp", getattr(self, name) is not None, f"--{name.replace('_', '-')}")
                     for name in ("msl_iterations", "first_order_iterations")})
+        own.update({name: ("imaml", getattr(self, name) is not None, f"--{name.replace('_', '-')}")
+                    for name in ("imaml_lambda", "cg_steps")})
         for name, (algo, given, flag) in own.items():
             if given and self.algo != algo:
                 raise ValueError(f"{name}={getattr(self, name)!r} ({flag}) is an option of algo {algo!r}, not of "
                                  f"{self.algo!r}: drop it, or use --algo {algo}")
+        if self.algo == "imaml":
+            from .imaml import check_settings
+
+            check_settings(self.imaml_lambda, self.cg_steps)
         if self.algo != "mamlpp":
             return self
         cfg = replace(self, **{k: True for k in MAMLPP_SWITCHES if getattr(self, k) is None})

@@ -41,6 +41,8 @@ class Run:
     history: dict = field(default_factory=lambda: {"iteration": [], "train_loss": [], "val_metric": []})
     inner_state: AdamState | None = None  # Reptile's inner Adam state, when kept across tasks
     inner_params: dict = field(default_factory=dict)  # learned inner-loop parameters (Meta-SGD's α, MAML++'s)
+    pending: dict = field(default_factory=dict)  # per-iteration diagnostics until the next history line (iMAML's
+    # CG residual); not saved: every checkpoint follows a history line, which empties it
 
     @property
     def family(self) -> families.Family:

@@ -1,6 +1,6 @@
 """Meta-training for MAML, First-Order MAML, Reptile, the pretrained baseline and the algorithms of
-``algorithms.py`` (Meta-SGD, ANIL, MAML++) on any task family (one loop, the algorithm chosen by name),
-with checkpoints that resume exactly.
+``algorithms.py`` (Meta-SGD, ANIL, MAML++, iMAML, prototypical networks) on any task family (one loop, the
+algorithm chosen by name), with checkpoints that resume exactly.
 
 Introduced in notebook 04_maml.
 """
@@ -155,8 +155,13 @@ def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
     history["train_loss"].append(float(losses.mean()))
     validated = run.iteration % cfg.val_every == 0 or done
     history["val_metric"].append(float(evaluate_run(run, val_tasks).mean[-1]) if validated else float("nan"))
+    for key, values in run.pending.items():  # e.g. iMAML's CG residual: the largest since the last line
+        column = history.setdefault(key, [])
+        column += [float("nan")] * (len(history["iteration"]) - 1 - len(column)) + [max(values)]
+    run.pending.clear()
     last = next((v for v in reversed(history["val_metric"]) if v == v), float("nan"))  # the latest measured
-    bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", val=f"{last:.3f}")
+    extra = {"cg_res": f"{history['cg_residual'][-1]:.2g}"} if "cg_residual" in history else {}
+    bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", val=f"{last:.3f}", **extra)
 
 
 def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, **options) -> dict:
