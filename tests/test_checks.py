@@ -83,6 +83,53 @@ def adapt_one_step(model, params, x, y, loss_fn, inner_lr, inner_steps):
     return solutions.inner_update(model, params, x, y, loss_fn, inner_lr)
 
 
+def inner_model_parameters(model, params, x, y, loss_fn, inner_lr):
+    """Runs the model with its own parameters and differentiates those, not the dict it was given."""
+    grads = torch.autograd.grad(loss_fn(model(x), y), list(model.parameters()), create_graph=True)
+    return {k: v - inner_lr * g for (k, v), g in zip(params.items(), grads)}
+
+
+def inner_model_call(model, params, x, y, loss_fn, inner_lr):
+    """Runs ``model(x)`` but differentiates the dict: the loss does not depend on it."""
+    grads = torch.autograd.grad(loss_fn(model(x), y), list(params.values()), create_graph=True)
+    return {k: v - inner_lr * g for (k, v), g in zip(params.items(), grads)}
+
+
+def inner_named_parameters(model, params, x, y, loss_fn, inner_lr):
+    """Steps from the model's stored parameters instead of the dict."""
+    own = dict(model.named_parameters())
+    grads = torch.autograd.grad(loss_fn(model(x), y), list(own.values()), create_graph=True)
+    return {k: v - inner_lr * g for (k, v), g in zip(own.items(), grads)}
+
+
+def adapt_restarts_from_theta(model, params, x, y, loss_fn, inner_lr, inner_steps):
+    """Every step starts again from θ instead of from the last θ′."""
+    for _ in range(inner_steps):
+        adapted = solutions.inner_update(model, params, x, y, loss_fn, inner_lr)
+    return adapted
+
+
+def adapt_gradient_at_theta(model, params, x, y, loss_fn, inner_lr, inner_steps):
+    """Steps from the last θ′ but always with the gradient at θ."""
+    grads = torch.autograd.grad(loss_fn(forward(model, params, x), y), list(params.values()), create_graph=True)
+    adapted = dict(params)
+    for _ in range(inner_steps):
+        adapted = {k: v - inner_lr * g for (k, v), g in zip(adapted.items(), grads)}
+    return adapted
+
+
+def adapt_too_many(model, params, x, y, loss_fn, inner_lr, inner_steps):
+    return solutions.adapt(model, params, x, y, loss_fn, inner_lr, inner_steps + 1)
+
+
+def adapt_model_parameters(model, params, x, y, loss_fn, inner_lr, inner_steps):
+    adapted = params
+    for _ in range(inner_steps):
+        grads = torch.autograd.grad(loss_fn(model(x), y), list(model.parameters()), create_graph=True)
+        adapted = {k: v - inner_lr * g for (k, v), g in zip(adapted.items(), grads)}
+    return adapted
+
+
 def adapt_first_order(model, params, x, y, loss_fn, inner_lr, inner_steps):
     for _ in range(inner_steps):
         params = _step(model, params, x, y, loss_fn, inner_lr, create_graph=False)
@@ -208,7 +255,8 @@ def significant_string(*args):
 
 
 WRONG = [
-    (checks.check_notation, {**solutions.NOTATION, "θ": "weights"}, "θ is `theta`"),
+    (checks.check_notation, {**solutions.NOTATION, "θ": "weights"}, "1 of 6 names are not right yet (θ)"),
+    (checks.check_notation, {**solutions.NOTATION, "θ": "params"}, "`params` is the module"),
     (checks.check_sine, lambda x, a, p: a * torch.sin(x + p), "sign of the phase"),
     (checks.check_sine, lambda x, a, p: a * torch.sin(x - p).reshape(-1), "shape"),
     (checks.check_inner_update, inner_wrong_sign, "wrong sign"),
@@ -217,7 +265,14 @@ WRONG = [
     (checks.check_inner_update, inner_wrong_shape, "shape"),
     (checks.check_inner_update, inner_list, "should be a dict"),
     (checks.check_inner_update, inner_in_place, "in place"),
-    (checks.check_adapt, adapt_one_step, "1 inner step"),
+    (checks.check_inner_update, inner_model_parameters, "differentiate w.r.t. `theta` and run the model with the dict"),
+    (checks.check_inner_update, inner_model_call, "differentiate w.r.t. `theta` and run the model with the dict"),
+    (checks.check_inner_update, inner_named_parameters, "differentiate w.r.t. `theta` and run the model with the dict"),
+    (checks.check_adapt, adapt_one_step, "each step starts from the last θ′"),
+    (checks.check_adapt, adapt_restarts_from_theta, "each step starts from the last θ′"),
+    (checks.check_adapt, adapt_gradient_at_theta, "each step starts from the last θ′"),
+    (checks.check_adapt, adapt_too_many, "loop range(inner_steps)"),
+    (checks.check_adapt, adapt_model_parameters, "run the model with the dict"),
     (checks.check_adapt, adapt_first_order, "second-order"),
     (checks.check_meta_gradient_linear, linear_first_order, "dropped the Hessian"),
     (checks.check_meta_gradient_linear, linear_plus, "wrong sign of the Hessian"),
@@ -326,3 +381,42 @@ def test_notation_table_checker_and_notebooks_agree():
         assert table[SYMBOL_IN_TABLE[symbol]] == name, (symbol, table)
         assert re.search(rf"\b{name}\b", written), f"no notebook writes `{name}` ({symbol})"
     assert re.search(r"^theta = ", written, re.M), "the notebooks call θ `theta`"
+
+
+@pytest.mark.parametrize("check, wrong", [
+    (checks.check_inner_update, inner_model_parameters), (checks.check_inner_update, inner_named_parameters),
+    (checks.check_adapt, adapt_restarts_from_theta), (checks.check_adapt, adapt_gradient_at_theta),
+], ids=lambda v: v.__name__)
+def test_hints_name_the_mistake_not_create_graph_or_the_loop(check, wrong, capsys):
+    """Using the model's own parameters is not a missing create_graph=True; restarting every step from θ is
+    not a wrong loop count."""
+    ok, line = run_check(check, wrong, capsys)
+    assert ok is False and "create_graph" not in line and "range(inner_steps)" not in line, line
+
+
+def test_notation_check_does_not_give_the_answers_away(capsys):
+    """Exercise 0.1: the check says how many names are wrong and what the symbol means, never a name."""
+    names = set(checks.NOTATION.values())
+    answer = {symbol: "?" for symbol in checks.NOTATION}
+    for _ in range(len(checks.NOTATION)):  # running it again and again reveals nothing new
+        ok, line = run_check(checks.check_notation, answer, capsys)
+        assert ok is False and f"{len(checks.NOTATION)} of {len(checks.NOTATION)} names" in line, line
+        assert not any(re.search(rf"\b{name}\b", line) for name in names), line
+    half = {symbol: name if i % 2 else "?" for i, (symbol, name) in enumerate(checks.NOTATION.items())}
+    ok, line = run_check(checks.check_notation, half, capsys)
+    assert ok is False and "3 of 6 names" in line and "θ," in line and "α" in line, line
+    assert checks.MEANING["θ"] in line and not any(re.search(rf"\b{name}\b", line) for name in names), line
+
+
+def test_accuracy_argmax_over_the_wrong_dimension_is_named(capsys):
+    from mamlkit.course import characters
+
+    right = lambda logits, labels: (logits.argmax(-1) == labels).float().mean()  # noqa: E731
+    ok, line = run_check(characters.check_accuracy, right, capsys)
+    assert ok is True, line
+    rows = lambda logits, labels: (logits.argmax(0) == labels).float().mean()  # noqa: E731
+    ok, line = run_check(characters.check_accuracy, rows, capsys)
+    assert ok is False and "dim=-1" in line and "ran over the rows" in line, line
+    count = lambda logits, labels: (logits.argmax(-1) == labels).sum().float()  # noqa: E731
+    ok, line = run_check(characters.check_accuracy, count, capsys)
+    assert ok is False and "number of right rows" in line, line

@@ -2,6 +2,7 @@
 the house structure (title, setup cell, Summary / Check yourself / Exercises), no reference solutions
 imported, and in sync with their sources in notebooks/_src (rebuild with notebooks/_build.py)."""
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -80,3 +81,38 @@ def test_in_sync_with_source(stem):
     stored = load(NOTEBOOKS_DIR / f"{stem}.ipynb").cells
     assert [(c.cell_type, c.source) for c in built] == [(c.cell_type, c.source) for c in stored], \
         f"{stem}.ipynb differs from _src/{stem}.py: run python notebooks/_build.py"
+
+
+SOURCES = sorted((NOTEBOOKS_DIR / "_src").glob("[0-9][0-9]_*.py"))
+
+
+def _global_functions(statements):
+    """Functions a notebook defines in its namespace: at the top level of a cell, or inside its if/for/with/try
+    blocks (not functions nested in functions or classes)."""
+    for node in statements:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+        elif not isinstance(node, ast.ClassDef):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                yield from _global_functions(getattr(node, field, []))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_no_function_defined_twice_with_another_signature(path):
+    """A learner who runs the cells out of order must not get a function with another signature: one name,
+    one signature per notebook."""
+    seen = {}
+    for node in _global_functions(ast.parse(path.read_text()).body):
+        signature = ast.unparse(node.args)
+        first = seen.setdefault(node.name, (signature, node.lineno))
+        assert first[0] == signature, (f"{path.name}: `{node.name}` defined at line {first[1]} as ({first[0]}) "
+                                       f"and at line {node.lineno} as ({signature}): rename one")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercise_checks_do_not_echo_true_or_false(path):
+    """A cell ending in a check shows its one ✅/❌ line, not also the returned True/False: end it with `;`."""
+    for cell in load(path).cells:
+        lines = cell.source.strip().splitlines() if cell.cell_type == "code" else []
+        if lines and re.match(r"\w+\.check_\w+\(", lines[-1]):
+            assert lines[-1].rstrip().endswith(";"), f"{path.name}: end `{lines[-1]}` with `;`"

@@ -1,6 +1,10 @@
 """Widget callbacks, plots and notebook helpers, driven from Python: set a control, check the
 figure and the state changed accordingly."""
 
+import ast
+import re
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -121,15 +125,99 @@ def test_explorer_reports_value_error_in_one_line():
     assert explorer.state == {"n": 2} and explorer.message.value == ""
 
 
-def test_quiz_feedback():
-    q = widgets.quiz("2 + 2?", ["3", "4"], "4", "arithmetic")
+def test_quiz_feedback_for_every_option():
+    q = widgets.quiz("2 + 2?", right=("4", "two and two make four"),
+                     wrong={"3": "that is 2 + 1", "22": "that is the digits side by side"})
     q.choice.value = "3"
-    assert q.correct is False and q.feedback.value.startswith("❌")
+    assert q.correct is False and q.feedback.value.startswith("❌") and "2 + 1" in q.feedback.value
+    q.choice.value = "22"
+    assert q.correct is False and "side by side" in q.feedback.value
     q.choice.value = "4"
-    assert q.correct is True and "arithmetic" in q.feedback.value
-    assert widgets.quiz("?", ["a", "b"], 1).answer == "b"
-    with pytest.raises(ValueError, match="not one of the options"):
-        widgets.quiz("?", ["a", "b"], "c")
+    assert q.correct is True and q.feedback.value.startswith("✅") and "two and two" in q.feedback.value
+    assert sorted(q.options) == ["22", "3", "4"] and q.answer == "4"
+
+
+def test_quiz_order_is_shuffled_by_the_question_and_reproducible():
+    wrong = {"b": "why b", "c": "why c", "d": "why d"}
+    orders = {tuple(widgets.quiz(f"question {i}?", ("a", "why a"), wrong).options) for i in range(20)}
+    assert len(orders) > 3  # different questions, different orders
+    assert widgets.quiz("q?", ("a", "why a"), wrong).options == widgets.quiz("q?", ("a", "why a"), wrong).options
+    positions = [widgets.quiz(f"question {i}?", ("a", "why a"), wrong).options.index("a") for i in range(40)]
+    assert len(set(positions)) == 4
+
+
+@pytest.mark.parametrize("right, wrong, message", [
+    (("a", ""), {"b": "why b"}, "pair"),
+    ("a", {"b": "why b"}, "pair"),
+    (("a", "why a"), {}, "at least one"),
+    (("a", "why a"), {"b": ""}, "needs its own feedback"),
+    (("a", "why a"), {"a": "why not a"}, "also listed as a wrong option"),
+])
+def test_quiz_rejects_incomplete_questions(right, wrong, message):
+    with pytest.raises(ValueError, match=message):
+        widgets.quiz("?", right, wrong)
+
+
+SOURCES = sorted((Path(__file__).resolve().parents[1] / "notebooks" / "_src").glob("[0-9][0-9]_*.py"))
+
+
+def course_quizzes():
+    """Every ``widgets.quiz(...)`` call in the notebook sources: (notebook, line, question, right, wrong node,
+    whether it comes before the notebook's Summary)."""
+    found = []
+    for path in SOURCES:
+        text = path.read_text()
+        summary = text.splitlines().index("# ## Summary") + 1
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "widgets.quiz":
+                arguments = dict(zip(["question", "right", "wrong"], node.args))
+                arguments |= {k.arg: k.value for k in node.keywords}
+                found.append((path.stem, node.lineno, arguments, node.lineno < summary))
+    return found
+
+
+def test_course_quizzes_answer_every_option_and_spread_the_right_one():
+    quizzes = course_quizzes()
+    assert len(quizzes) >= 30
+    positions = []
+    for stem, line, arguments, _ in quizzes:
+        where = f"{stem}.py line {line}"
+        assert isinstance(arguments["question"], ast.Constant), f"{where}: the question must be a plain string"
+        right, wrong = arguments["right"], arguments["wrong"]
+        assert isinstance(right, ast.Tuple) and len(right.elts) == 2, f"{where}: right=(answer, explanation)"
+        assert isinstance(wrong, ast.Dict) and len(wrong.keys) >= 2, f"{where}: at least two wrong options"
+        for value in wrong.values:  # each wrong option's own feedback, not one shared line
+            assert isinstance(value, (ast.Constant, ast.JoinedStr)) and len(ast.unparse(value)) > 30, where
+        assert len({ast.unparse(v) for v in wrong.values}) == len(wrong.values), f"{where}: feedback repeated"
+        # the shuffle depends only on the question and the number of options: place a stand-in answer
+        stand_in = widgets.quiz(arguments["question"].value, ("answer", "why"),
+                                {f"wrong {i}": "why not" for i in range(len(wrong.keys))})
+        positions.append(stand_in.options.index("answer"))
+    counts = [positions.count(i) for i in range(max(positions) + 1)]
+    assert max(counts) <= len(positions) / 2, f"the right answer sits too often in one place: {counts}"
+    assert min(counts[:3]) >= len(positions) / 6, f"some position is (almost) never right: {counts}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_every_notebook_asks_for_a_prediction_before_a_cell(path):
+    predictions = [arguments for stem, _, arguments, before_summary in course_quizzes()
+                   if stem == path.stem and before_summary
+                   and arguments["question"].value.startswith("Predict before you run")]
+    assert predictions, f"{path.name}: no predict-before-you-run quiz ahead of the cell that shows the answer"
+    for arguments in predictions:  # the explanation points to the cell that confirms it
+        assert re.search(r"\bcells?\b", ast.unparse(arguments["right"].elts[1])), path.name
+
+
+def test_meta_gradient_explorer_slopes_differ_by_one_minus_alpha_h():
+    """03's open question: the MAML slope is (1 − αH) times FOMAML's, so they flip sign past α = 1/H."""
+    explorer = widgets.meta_gradient_explorer()
+    curvature = explorer.state["hessian"]
+    for alpha in (0.05, 0.2, 0.25, 0.3):
+        explorer.controls["inner_lr"].value = alpha
+        maml_slope, fomaml_slope = explorer.state["maml_slope"], explorer.state["fomaml_slope"]
+        assert maml_slope == pytest.approx((1 - alpha * curvature) * fomaml_slope, rel=1e-5, abs=1e-9)
+        assert (maml_slope * fomaml_slope > 0) == (alpha < 1 / curvature)
+    assert 0.01 < 1 / curvature < 0.3  # the slider crosses 1/H
 
 
 def test_plots_return_axes_with_course_colours():

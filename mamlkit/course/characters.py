@@ -146,15 +146,18 @@ def characters_explorer(data: Omniglot, model: nn.Module, inner_lr: float = 0.4,
 @checker
 def check_accuracy(fn):
     """Exercise: ``accuracy(logits, labels)`` -> the fraction of arg-max predictions that are right."""
-    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 2.0], [0.5, 0.4, 0.1]])
-    labels = torch.tensor([0, 1, 0, 1])
+    # square on purpose (4 rows, 4 classes): an arg-max over the wrong dimension still compares, and is caught
+    logits = torch.tensor([[0.0, 1.0, 5.0, 0.0], [4.0, 0.0, 0.0, 1.0], [3.0, 0.0, 1.0, 4.0], [0.0, 2.0, 0.0, 0.0]])
+    labels = torch.tensor([2, 0, 1, 1])  # rows' arg-max 2, 0, 3, 1: three of four right
     result = call(fn, logits, labels)
-    result = expect_tensor(result, torch.tensor(0.5), "accuracy").double()
+    result = expect_tensor(result, torch.tensor(0.75), "accuracy").double()
     diagnose(result, {
-        "you returned a percentage (50.0): return the fraction, 0.5": torch.tensor(50.0, dtype=torch.float64),
-        "0.25: the arg-max must run over the classes, the last dimension (dim=-1), not dim=0":
-            torch.tensor(0.25, dtype=torch.float64),
+        "you returned a percentage (75.0): return the fraction, 0.75": torch.tensor(75.0, dtype=torch.float64),
+        "you returned the number of right rows (3): divide by the number of rows":
+            torch.tensor(3.0, dtype=torch.float64),
+        "0.0 here: the arg-max ran over the rows (dim=0); each row is one drawing, take the arg-max over its "
+        "classes, the last dimension (dim=-1)": torch.tensor(0.0, dtype=torch.float64),
     }, compare=torch.isclose)
-    if not torch.isclose(result, torch.tensor(0.5, dtype=torch.float64)):
-        raise Fail(f"expected 0.5 (2 of 4 right), got {float(result):.3g}: compare logits.argmax(-1) with labels")
+    if not torch.isclose(result, torch.tensor(0.75, dtype=torch.float64)):
+        raise Fail(f"expected 0.75 (3 of 4 right), got {float(result):.3g}: compare logits.argmax(-1) with labels")
     return "accuracy is the mean of (logits.argmax(-1) == labels)"

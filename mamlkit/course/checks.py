@@ -32,6 +32,19 @@ def setup(seed: int = 0, hidden: int = 8, tasks: int = 3, shots: int = 5, querie
     return model, params, batch
 
 
+def scrambled(model):
+    """``model`` with its own stored parameters changed (in place): a learner's function that runs
+    ``model(x)`` or differentiates ``model.parameters()`` instead of the dict it was given now gets other values."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(-0.5).add_(0.1)
+    return model
+
+
+MODEL_NOT_DICT = ("you used the model's own parameters (model(x) or model.parameters()): differentiate w.r.t. "
+                  "`theta` and run the model with the dict (params.forward / functional_call)")
+
+
 def meta_grad(model, params, adapted, task) -> torch.Tensor:
     """∇_θ L_query(θ′) through whatever graph ``adapted`` carries (zeros where there is none)."""
     loss = F.mse_loss(P.forward(model, adapted, task.x_query), task.y_query)
@@ -39,15 +52,26 @@ def meta_grad(model, params, adapted, task) -> torch.Tensor:
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params.values(), grads)])
 
 
+# what each symbol means, for a hint that points to the concept without giving its name away
+MEANING = {"θ": "the meta-parameters, the learned starting point (a dict of tensors)",
+           "θ′": "the parameters adapted to one task", "α": "the inner step size",
+           "β": "the outer step size of MAML and FOMAML", "ε": "the outer step size of Reptile",
+           "K": "the number of support examples per task"}
+
+
 @checker
 def check_notation(mapping):
-    """00: the notation table, symbol -> name in code."""
+    """00: the notation table, symbol -> name in code. A wrong answer is told how many names are wrong and
+    what the first wrong symbol means, never the name itself (so the check cannot be run for the answers)."""
     if not isinstance(mapping, dict):
         raise Fail(f"expected a dict symbol -> code name, got {type(mapping).__name__}")
-    for symbol, name in NOTATION.items():
-        if mapping.get(symbol) != name:
-            got = mapping.get(symbol, "nothing")
-            raise Fail(f"{symbol} is `{name}` in mamlkit, you wrote {got!r}: see the notation table above")
+    wrong = [symbol for symbol, name in NOTATION.items() if mapping.get(symbol) != name]
+    if wrong:
+        first = wrong[0]
+        hint = (" (`params` is the module that handles such dicts, not the dict's name)"
+                if first == "θ" and mapping.get(first) == "params" else "")
+        raise Fail(f"{len(wrong)} of {len(NOTATION)} names are not right yet ({', '.join(wrong)}): {first} is "
+                   f"{MEANING[first]}{hint}; look up its name in code in the notation table (section 4)")
     return "you know the notation: θ theta, θ′ adapted, α inner_lr, β and ε outer_lr, K shots"
 
 
@@ -81,6 +105,7 @@ def _check_graph(model, params, result, task, lr, what="θ′"):
 def check_inner_update(fn):
     """02: one inner step θ′ = θ − α ∇_θ L(θ), differentiable (second order)."""
     model, params, tasks = setup()
+    scrambled(model)
     task, lr = tasks[0], 0.1
     before = P.flatten(params).detach().clone()
     result = call(fn, model, params, task.x_support, task.y_support, F.mse_loss, lr)
@@ -88,6 +113,10 @@ def check_inner_update(fn):
     expect_unchanged(params, before)
     ref = maml.inner_update(model, params, task.x_support, task.y_support, F.mse_loss, lr)
     step = P.flatten(ref).detach() - before  # −α ∇L
+    stored = P.detach(P.get_params(model), requires_grad=True)
+    stored_step = P.flatten(maml.inner_update(model, stored, task.x_support, task.y_support, F.mse_loss, lr)).detach()
+    if close(got, stored_step) or close(got, before + stored_step - P.flatten(stored).detach()):
+        raise Fail(MODEL_NOT_DICT)  # the step taken from, or with the gradient at, the stored parameters
     diagnose(got, {
         "wrong sign: θ′ = θ − α ∇L(θ) steps downhill, yours moved uphill": before - step,
         "the gradient is not scaled by inner_lr (α): θ′ = θ − α ∇L(θ)": before + step / lr,
@@ -108,12 +137,25 @@ def check_inner_update(fn):
 def check_adapt(fn):
     """02: ``inner_steps`` inner updates, differentiable."""
     model, params, tasks = setup()
+    scrambled(model)
     task, lr, steps = tasks[1], 0.05, 3
     args = (task.x_support, task.y_support, F.mse_loss, lr)
     result = call(fn, model, params, *args, steps)
     got = expect_params(result, params)
-    diagnose(got, {f"you took {k} inner step(s) instead of inner_steps={steps}: loop range(inner_steps)":
-                   P.flatten(maml.adapt(model, params, *args, k)) for k in (1, steps - 1, steps + 1)})
+    before = P.flatten(params).detach()
+    one = P.flatten(maml.adapt(model, params, *args, 1)).detach()
+    stored = P.detach(P.get_params(model), requires_grad=True)
+    diagnose(got, {
+        "that is one step from θ: each step starts from the last θ′, so pass the adapted dict, not theta, "
+        "to the next inner update": one,
+        "every step used the gradient at θ: each step starts from the last θ′ and takes the gradient there":
+            before + steps * (one - before),
+        MODEL_NOT_DICT: P.flatten(maml.adapt(model, stored, *args, steps, first_order=True)).detach(),
+        MODEL_NOT_DICT + ", at every step":  # θ minus k times the gradient at the stored parameters
+            before + steps * (P.flatten(maml.inner_update(model, stored, *args)).detach() - P.flatten(stored).detach()),
+        **{f"you took {k} inner step(s) instead of inner_steps={steps}: loop range(inner_steps)":
+           P.flatten(maml.adapt(model, params, *args, k)) for k in (steps - 1, steps + 1)},
+    })
     ref = maml.adapt(model, params, *args, steps)
     if not close(got, P.flatten(ref)):
         raise Fail("values differ from 3 inner steps on the support set: each step starts from the last θ′")
@@ -157,6 +199,7 @@ def check_meta_gradient_linear(fn):
 def check_meta_loss(fn):
     """03: mean over tasks of the query loss after one second-order inner step."""
     model, params, tasks = setup()
+    scrambled(model)
     lr = 0.1
     result = expect_tensor(call(fn, model, params, tasks, F.mse_loss, lr), torch.tensor(0.0), "the meta-loss")
     ref = maml.maml_loss(model, params, tasks, F.mse_loss, lr)
@@ -210,6 +253,7 @@ def check_ci95(fn):
 def check_first_order(fn):
     """05: the First-Order MAML meta-gradient of one task after one inner step."""
     model, params, tasks = setup()
+    scrambled(model)
     task, lr = tasks[2], 0.1
     result = call(fn, model, params, task, F.mse_loss, lr)
     got = expect_params(result, params).detach()

@@ -50,6 +50,10 @@ def call(fn, *args):
     except NotImplementedError:
         raise Fail("not implemented yet: replace `raise NotImplementedError` with your code") from None
     except Exception as e:
+        if "not have been used in the graph" in str(e):  # grad w.r.t. tensors the loss was not computed from
+            raise Fail("the loss does not depend on the tensors you differentiate: differentiate w.r.t. `theta` "
+                       "and run the model with the dict (params.forward / functional_call), not model(x) or "
+                       "model.parameters()") from None
         on_tensor = "not Tensor" in str(e) or "Python scalars" in str(e)  # math.sin(tensor) and the like
         hint = " (use torch functions, e.g. torch.sin, on tensors)" if on_tensor else ""
         raise Fail(f"your function raised {type(e).__name__}: {first_line(e)}{hint}") from None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+import random
+import zlib
 
 import ipywidgets as W
 import torch
@@ -138,6 +140,7 @@ def meta_gradient_explorer() -> Explorer:
     x = torch.tensor([[[-2.0], [-1.0], [0.5], [2.0]]], dtype=torch.float64)
     x_query = torch.tensor([[[-1.5], [0.0], [1.0], [2.5]]], dtype=torch.float64)
     task = Task(x, 1.5 * x + 0.3, x_query, 1.5 * x_query - 0.2)
+    hessian = float(2 * (x**2).mean())  # H = L″_support(w), the same for every w
     controls = {"w": W.FloatSlider(value=-1.0, min=-2.0, max=4.0, step=0.1, description="w", **SLIDER),
                 "inner_lr": W.FloatSlider(value=0.1, min=0.01, max=0.3, step=0.01, description="α", **SLIDER)}
 
@@ -152,7 +155,7 @@ def meta_gradient_explorer() -> Explorer:
                     lw=2, label=f"{plots.label(name)} slope {s:.2f}")
         ax.set(xlabel="w", ylabel="L_query(w′)", title=f"α={inner_lr:.2f}: slopes differ by the factor (1 − αH)")
         ax.legend(fontsize="x-small")
-        return {"maml_slope": slope, "fomaml_slope": fo_slope}
+        return {"maml_slope": slope, "fomaml_slope": fo_slope, "hessian": hessian}
     return Explorer(controls, draw)
 
 
@@ -209,13 +212,18 @@ def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
 
 
 class Quiz(W.VBox):
-    """A multiple-choice question with instant feedback; ``.choice``, ``.correct``, ``.feedback``."""
+    """A multiple-choice question that answers every option: why the right one is right (``right``: the
+    answer and its explanation) and why each wrong one is wrong (``wrong``: option -> its own feedback).
+    The options appear in an order shuffled by the question text, the same on every run; ``.answer``,
+    ``.options``, ``.choice``, ``.correct``, ``.feedback``."""
 
-    def __init__(self, question: str, options: list, answer, explanation: str = ""):
+    def __init__(self, question: str, right: tuple, wrong: dict):
         super().__init__()
-        self.answer = options[answer] if isinstance(answer, int) else answer
-        self.explanation, self.correct = explanation, None
-        self.choice = W.RadioButtons(options=options, value=None, layout=W.Layout(width="max-content"))
+        self.answer, explanation = right
+        self.why = {self.answer: explanation, **wrong}
+        self.options = shuffled([self.answer, *wrong], question)
+        self.correct = None
+        self.choice = W.RadioButtons(options=self.options, value=None, layout=W.Layout(width="max-content"))
         self.feedback = W.HTML()
         self.children = [W.HTML(f"<b>{question}</b>"), self.choice, self.feedback]
         self.choice.observe(self._answer, names="value")
@@ -224,12 +232,28 @@ class Quiz(W.VBox):
         if change["new"] is None:
             return
         self.correct = change["new"] == self.answer
-        self.feedback.value = (f"✅ Correct. {self.explanation}" if self.correct
-                               else "❌ Not quite: read the option again and try another one.")
+        why = self.why[change["new"]]
+        self.feedback.value = f"✅ Correct: {why}" if self.correct else f"❌ Not this one: {why} Try another."
 
 
-def quiz(question: str, options: list, answer, explanation: str = "") -> Quiz:
-    """A "Check yourself" question: ``answer`` is the right option (or its index)."""
-    if (answer not in options) if not isinstance(answer, int) else not 0 <= answer < len(options):
-        raise ValueError(f"the answer {answer!r} is not one of the options")
-    return Quiz(question, options, answer, explanation)
+def shuffled(options: list, question: str) -> list:
+    """``options`` in an order drawn from a seed made of the question's text: fixed for a question, varied
+    across questions (so the right answer is not always in the same place)."""
+    order = list(options)
+    random.Random(zlib.crc32(question.encode())).shuffle(order)
+    return order
+
+
+def quiz(question: str, right: tuple, wrong: dict) -> Quiz:
+    """A "Check yourself" question: ``right = (answer, why it is right)``, ``wrong = {option: why it is
+    wrong}``, one entry per wrong option. Shown in a shuffled, reproducible order."""
+    if not (isinstance(right, tuple) and len(right) == 2 and all(isinstance(s, str) and s.strip() for s in right)):
+        raise ValueError("right should be a pair (answer, explanation) of non-empty strings")
+    if not (isinstance(wrong, dict) and wrong):
+        raise ValueError("wrong should be a dict {wrong option: why it is wrong} with at least one option")
+    for option, why in wrong.items():
+        if not (isinstance(why, str) and why.strip()):
+            raise ValueError(f"the wrong option {option!r} needs its own feedback: why it is wrong")
+    if right[0] in wrong:
+        raise ValueError(f"the answer {right[0]!r} is also listed as a wrong option")
+    return Quiz(question, right, wrong)

@@ -90,9 +90,22 @@ present(lecture)
 #   set* and improve the starting point:
 #   $\theta \leftarrow \theta - \beta \nabla_\theta \sum_i \mathcal{L}(\theta'_i, \mathcal{T}_i)$.
 #
-# Both formulas are one function each in `mamlkit`; here are their signatures.
+# Both formulas are one function each in `mamlkit`; the cell after the question prints their signatures.
 
 # %%
+widgets.quiz("Predict before you run the next cell: the inner update adapts to one task from its support points "
+             "(x, y). What data does the outer loss, `maml.maml_loss`, take?",
+             right=("a batch of tasks, each with a support set and a query set",
+                    "The next cell prints `maml_loss(model, params, tasks, ...)`: it adapts on each task's support "
+                    "set and scores the adapted parameters on that task's query set, averaged over the tasks."),
+             wrong={"one task's support points (x, y), like the inner update": "those are the inner update's data "
+                    "(the next cell shows its x and y); the outer loop is about general performance, so it takes "
+                    "many tasks and scores on points the inner step did not see.",
+                    "only query points (x, y)": "it must adapt first, which needs each task's support set: the next "
+                    "cell shows a `tasks` argument, not x and y."})
+
+# %%
+assert "tasks" in inspect.signature(maml.maml_loss).parameters  # what the question above predicts
 print("inner update:", "maml.inner_update" + str(inspect.signature(maml.inner_update)))
 print("outer loss:  ", "maml.maml_loss" + str(inspect.signature(maml.maml_loss)))
 print("Reptile:     ", "reptile.reptile_step" + str(inspect.signature(reptile.reptile_step)))
@@ -158,30 +171,42 @@ print("Reptile:     ", "reptile.reptile_step" + str(inspect.signature(reptile.re
 
 # %%
 widgets.quiz("In MAML, which loop adapts the parameters to one task?",
-             ["the outer loop", "the inner loop", "both loops equally"], "the inner loop",
-             "TAG: the inner loop is task-specific; the outer loop improves the starting point for all tasks.")
+             right=("the inner loop", "TAG: the inner loop is task-specific, a few steps on one task's support "
+                    "set; the outer loop improves the starting point for all tasks."),
+             wrong={"the outer loop": "the outer loop works across tasks: it moves the shared starting point θ so "
+                                      "that adapting works well on every task (the G of TAG).",
+                    "both loops equally": "they have different jobs: only the inner loop fits one task; the outer "
+                                          "loop never adapts to a single task, it improves θ for all of them."})
 
 # %%
 widgets.quiz("What does 'model-agnostic' mean?",
-             ["it only works for MLPs", "it works with any model trained by gradient descent",
-              "it needs no model at all"], 1,
-             "MAML only needs gradients of a loss: MLPs, CNNs, anything differentiable.")
+             right=("it works with any model trained by gradient descent",
+                    "MAML only needs gradients of a loss: MLPs, CNNs, anything differentiable."),
+             wrong={"it only works for MLPs": "the course runs the same MAML code on an MLP (sine waves) and a CNN "
+                                              "(characters, notebook 08): nothing in it depends on the architecture.",
+                    "it needs no model at all": "there is always a model: 'agnostic' means MAML does not look inside "
+                                                "it, it only asks for the gradient of its loss."})
 
 # %%
 widgets.quiz("In the chef analogy, what plays the role of the familiar recipe?",
-             ["the meta-learned initialization θ", "the query set", "the inner step size α"], 0,
-             "The recipe is the starting point θ; today's ingredients are the support set of a new task.")
+             right=("the meta-learned initialization θ",
+                    "The recipe is the starting point θ; today's ingredients are the support set of a new task."),
+             wrong={"the query set": "the query set is the tasting after cooking: it judges the adapted dish, it "
+                                     "is not where the chef starts from.",
+                    "the inner step size α": "α is how boldly the chef changes the recipe in one move, not the "
+                                             "recipe itself."})
 
 # %% [markdown]
 # ## Exercises
 #
 # Every notebook ends with exercises: a function to fill in, then a `checks.check_*` call that prints
 # one line, ✅ or ❌ with a hint, and returns `True` or `False` (so an instructor can grade a
-# submission by running it). Until you fill it in, the check says "not implemented yet".
+# submission by running it; the `;` that ends each check cell keeps Jupyter from also printing that
+# `True` or `False` under the line). Until you fill it in, the check says "not implemented yet".
 #
 # **Exercise 0.1 — the notation.** Replace each `"?"` with the name the symbol has in `mamlkit`
 # code (see the table in section 4), then run the cell.
 
 # %%
 notation = {"θ": "?", "θ′": "?", "α": "?", "β": "?", "ε": "?", "K": "?"}
-checks.check_notation(notation)
+checks.check_notation(notation);

@@ -83,6 +83,18 @@ print(f"support: {len(task.x_support)} points, query: {len(task.x_query)} points
 # measure its error on new tasks.
 
 # %%
+widgets.quiz("Predict before you run the next cell: the best single curve (the average over all tasks) against "
+             "predicting 0 everywhere. Its MSE is…",
+             right=("lower than zero's, yet still large",
+                    "The next cell prints both (and asserts it): the phases φ ∈ [0, π] do not cancel, so the average "
+                    "is a real wave that beats zero, but one curve cannot follow each task's amplitude and phase."),
+             wrong={"the same as zero's: the tasks cancel out to a flat line": "they would cancel if φ covered a "
+                    "whole period; with φ ∈ [0, π] the average is a wave (derived below), and the next cell shows "
+                    "it beats zero.",
+                    "close to 0: the average fits the tasks well": "the tasks differ in amplitude and phase, so at "
+                    "each x they want different outputs: one curve keeps a large error, as the next cell prints."})
+
+# %%
 grid = tasks.sine_grid(100)
 many = tasks.sample_sine_tasks(2000, generator=torch.Generator().manual_seed(1))
 curves = tasks.sine(grid[None, :, 0], many.info[:, :1], many.info[:, 1:])  # (tasks, 100)
@@ -157,21 +169,32 @@ explorer
 
 # %%
 widgets.quiz("On which data does the inner loop adapt the model?",
-             ["the query set", "the support set", "all 600 test tasks"], "the support set",
-             "The support set is for adapting; the query set measures the adapted model.")
+             right=("the support set", "The support set is for adapting; the query set measures the adapted model."),
+             wrong={"the query set": "the query set is held back to measure the adapted model: adapting on it would "
+                                     "grade the model on the answers it was shown.",
+                    "all 600 test tasks": "the inner loop is task-specific: it sees the K support points of one "
+                                          "task; the 600 test tasks are for evaluation."})
 
 # %%
 widgets.quiz("In a 5-shot sine task, what is 5?",
-             ["the number of tasks", "the number of inner steps", "the number of support points K"], 2,
-             "K-shot: K labelled examples per task (per class in classification).")
+             right=("the number of support points K",
+                    "K-shot: K labelled examples per task (per class in classification)."),
+             wrong={"the number of tasks": "the number of tasks per outer step is the meta-batch size n, a "
+                                           "separate setting.",
+                    "the number of inner steps": "the inner steps k say how often we step on the support set, "
+                                                 "not how many points it holds."})
 
 # %%
 widgets.quiz("Why can't a single fixed curve fit all sine tasks well?",
-             ["the network is too small",
-              "the tasks disagree: their average, about −1.62 cos x, is one compromise wave far from most tasks",
-              "sine waves cannot be learned by an MLP"], 1,
-             "The average beats predicting zero, but any one curve is a compromise between tasks; only "
-             "adaptation can pick the right wave.")
+             right=("the tasks disagree: their average, about −1.62 cos x, is one compromise wave far from most tasks",
+                    "The average beats predicting zero, but any one curve is a compromise between tasks; only "
+                    "adaptation can pick the right wave."),
+             wrong={"the network is too small": "size is not the problem: even the best possible fixed curve, the "
+                                                "task average of section 4, keeps a large error, because the tasks "
+                                                "want different outputs at the same x.",
+                    "sine waves cannot be learned by an MLP": "an MLP fits one sine wave well (notebook 04 adapts "
+                                                              "one to a task); the trouble is one fixed curve for "
+                                                              "all tasks at once."})
 
 # %% [markdown]
 # ## Exercises
@@ -184,4 +207,4 @@ def sine(x, amplitude, phase):
     raise NotImplementedError
 
 
-checks.check_sine(sine)
+checks.check_sine(sine);

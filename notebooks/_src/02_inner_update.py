@@ -96,9 +96,18 @@ assert after < before
 #
 # `maml.adapt` repeats the inner update $k$ times (`inner_steps`) on the same support set:
 # $\theta^{(j+1)} = \theta^{(j)} - \alpha \nabla \mathcal{L}(\theta^{(j)}, \mathcal{T}_i)$, $\theta^{(0)} = \theta$.
-# We follow the support loss and the query loss. From a *random* starting point, 5 points are easy
-# to fit but say little about the rest of the curve: after 100 steps the support loss is nearly 0,
-# the query loss is still large.
+# We follow the support loss and the query loss.
+
+# %%
+widgets.quiz("Predict before you run the next cell: from a random θ, 100 inner steps on the 5 support points. "
+             "After them, the query loss (100 other points of the same task) is…",
+             right=("still large, several times the support loss",
+                    "The next cell prints both losses every 10 steps and asserts it: 5 points are easy to fit, but "
+                    "they say little about the rest of the wave."),
+             wrong={"nearly 0, like the support loss": "the steps fit the 5 support points only; between and beyond "
+                    "them the random network can do anything, and the query points measure exactly that.",
+                    "equal to the support loss: both sets come from the same sine wave": "same wave, other points: "
+                    "the support loss is measured where the steps fitted, the query loss where they never looked."})
 
 # %%
 steps = list(range(0, 101, 10))
@@ -112,6 +121,8 @@ print("query:  ", [round(v, 2) for v in query_loss])
 assert support_loss[-1] < 0.5 * support_loss[0] and query_loss[-1] > 5 * support_loss[-1]
 
 # %% [markdown]
+# From a *random* starting point, 5 points are easy to fit but say little about the rest of the curve:
+# after 100 steps the support loss is small, the query loss still large (the assertion above).
 # The same numbers as a picture (the course's `plot_*` functions all take `ax=None` and return the Axes).
 
 # %%
@@ -194,20 +205,29 @@ explorer
 
 # %%
 widgets.quiz("Which data does the inner update use to compute its gradient?",
-             ["the query set of the task", "the support set of the task", "all tasks of the meta-batch"], 1,
-             "The inner loop is task-specific: it only sees the K support points.")
+             right=("the support set of the task", "The inner loop is task-specific: it only sees the K support points."),
+             wrong={"the query set of the task": "the query set is kept back to measure the adapted θ′ (and, in "
+                                                 "notebook 03, for the outer update).",
+                    "all tasks of the meta-batch": "a step on all tasks pooled is joint training; the inner update "
+                                                   "adapts to one task at a time."})
 
 # %%
 widgets.quiz("What happens with a step size α that is too large?",
-             ["adaptation is slower but safe", "the loss overshoots and can diverge to NaN",
-              "nothing, α only matters in the outer loop"], 1,
-             "Each step overshoots the minimum; the loss grows instead of shrinking.")
+             right=("the loss overshoots and can diverge to NaN",
+                    "Each step overshoots the minimum; the loss grows instead of shrinking (section 4)."),
+             wrong={"adaptation is slower but safe": "that is what a too *small* α does; a too large one jumps past "
+                                                     "the minimum, further at every step.",
+                    "nothing, α only matters in the outer loop": "α is the *inner* step size: section 4 shows what "
+                                                                 "a large α does to the support loss."})
 
 # %%
 widgets.quiz("Why does mamlkit pass parameters as a dict instead of editing model.parameters()?",
-             ["to save memory", "so the loss can be evaluated at the adapted θ′ while θ stays intact",
-              "because nn.Module cannot hold parameters"], 1,
-             "The outer loop needs both θ and θ′ (and the graph between them).")
+             right=("so the loss can be evaluated at the adapted θ′ while θ stays intact",
+                    "The outer loop needs both θ and θ′ (and the graph between them)."),
+             wrong={"to save memory": "a dict holds the same tensors the model would; the point is running the "
+                                      "model at parameters it does not store.",
+                    "because nn.Module cannot hold parameters": "it can (model.parameters()), but that is one set; "
+                                                                "MAML needs θ and θ′ at the same time."})
 
 # %% [markdown]
 # ## Exercises
@@ -221,7 +241,7 @@ def inner_update(model, theta, x, y, loss_fn, inner_lr):
     raise NotImplementedError
 
 
-checks.check_inner_update(inner_update)
+checks.check_inner_update(inner_update);
 
 # %% [markdown]
 # **Exercise 2.2 — several steps.** Use your `inner_update` (or the library's) `inner_steps` times.
@@ -231,4 +251,25 @@ def adapt(model, theta, x, y, loss_fn, inner_lr, inner_steps):
     raise NotImplementedError
 
 
-checks.check_adapt(adapt)
+checks.check_adapt(adapt);
+
+# %% [markdown]
+# **Exercise 2.3 — open-ended, no check: sweep $K$, $\alpha$ and the steps.** Thinking is the point here, so
+# there is no checker. With the explorer of section 6, or a loop over `maml.adapt` as in sections 3 and 4,
+# change one setting at a time, and write down what you expect *before* each run:
+#
+# 1. $K$ = 2, 5, 10, 20 support points, $\alpha = 0.02$, 50 steps: how do the support and the query loss move?
+# 2. At $K = 5$: the largest $\alpha$ for which 10 steps still lower the support loss. Is it the same for another
+#    task, or for $K = 20$?
+# 3. Many small steps or a few large ones, for the same $\alpha \times$ steps: which gets lower on the query set?
+#
+# <details><summary>What to look for</summary>
+#
+# 1. More support points pin the curve down in more places, so the query loss should follow the support
+#    loss more closely; from a *random* $\theta$ it still does not become a sine wave.
+# 2. The threshold is set by the curvature: on a quadratic, gradient descent is stable for
+#    $\alpha < 2/\lambda_{\max}$, $\lambda_{\max}$ the largest eigenvalue of the support loss's Hessian. That
+#    curvature depends on the task's points, so the threshold moves with the task and with $K$.
+# 3. A few large steps can overshoot where many small ones follow the slope; compare the two at equal
+#    $\alpha \times$ steps. Notebook 04 asks the same questions from a *meta-learned* start.
+# </details>

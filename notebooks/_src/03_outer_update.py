@@ -85,11 +85,11 @@ closed_form
 model = nn.Linear(3, 1, bias=False).double()
 task = tasks.Task(x_support[None], y_support[None, :, None], x_query[None], y_query[None, :, None])
 
-def meta_loss(w):
+def linear_meta_loss(w):  # the meta-loss as a function of w alone
     return maml.maml_loss(model, {"weight": w.reshape(1, 3)}, task, F.mse_loss, inner_lr)
 
 w_leaf = w.clone().requires_grad_()
-by_autograd = torch.autograd.grad(meta_loss(w_leaf), w_leaf)[0]
+by_autograd = torch.autograd.grad(linear_meta_loss(w_leaf), w_leaf)[0]
 torch.testing.assert_close(by_autograd, closed_form, rtol=1e-12, atol=1e-12)
 print("autograd == closed form ✔", by_autograd)
 
@@ -101,7 +101,7 @@ print("autograd == closed form ✔", by_autograd)
 
 # %%
 h = 1e-6
-by_differences = torch.stack([(meta_loss(w + h * e) - meta_loss(w - h * e)).detach() / (2 * h)
+by_differences = torch.stack([(linear_meta_loss(w + h * e) - linear_meta_loss(w - h * e)).detach() / (2 * h)
                               for e in torch.eye(3, dtype=dtype)])
 rel_err = ((by_differences - closed_form).norm() / closed_form.norm()).item()
 print(f"relative error of finite differences: {rel_err:.1e}")
@@ -139,14 +139,30 @@ print("first order:", first_order, "\nrelative difference to MAML:",
       f"{((first_order - closed_form).norm() / closed_form.norm()).item():.3f}")
 
 # %% [markdown]
-# The difference is the term $\alpha H \nabla \mathcal{L}_{\text{query}}$: it grows with $\alpha$
-# and with the curvature $H$. For $\alpha \to 0$ the two gradients agree.
+# The difference is the term $\alpha H \nabla \mathcal{L}_{\text{query}}$.
 
 # %%
+widgets.quiz("Predict before you run the next cell: α goes 0.001 → 0.01 → 0.1 → 0.3. The relative gap "
+             "|MAML − FOMAML| / |MAML| between the two meta-gradients…",
+             right=("grows with α",
+                    "The dropped term is αH∇L_query(w′), larger for a larger α at the same H: the next cell prints "
+                    "the gap for each α and asserts that it grows."),
+             wrong={"shrinks with α": "a larger α makes the dropped term αH∇L_query larger, not smaller: see the "
+                                      "next cell's numbers.",
+                    "stays the same: FOMAML is a fixed approximation": "what FOMAML drops, αH∇L_query, depends on "
+                    "α; at α → 0 the two gradients agree exactly."})
+
+# %%
+relative_gap = []
 for a in [0.001, 0.01, 0.1, 0.3]:
     adapted_a = w - a * grad(x_support, y_support, w)
     full = (torch.eye(3, dtype=dtype) - a * hessian) @ grad(x_query, y_query, adapted_a)
-    print(f"α = {a:<5}  |MAML − FOMAML| / |MAML| = {((full - grad(x_query, y_query, adapted_a)).norm() / full.norm()).item():.4f}")
+    relative_gap.append(((full - grad(x_query, y_query, adapted_a)).norm() / full.norm()).item())
+    print(f"α = {a:<5}  |MAML − FOMAML| / |MAML| = {relative_gap[-1]:.4f}")
+assert relative_gap == sorted(relative_gap), "the gap should grow with α"
+
+# %% [markdown]
+# It grows with $\alpha$ (and with the curvature $H$); for $\alpha \to 0$ the two gradients agree.
 
 # %% [markdown]
 # ## 7. Taking outer steps
@@ -176,6 +192,35 @@ explorer = widgets.meta_gradient_explorer()
 explorer
 
 # %% [markdown]
+# **Open question (no check: thinking is the point).** The support loss of this model is a parabola in $w$
+# with constant curvature $H$ (printed below). Move $\alpha$ past $1/H$: from there on the MAML and
+# FOMAML tangents point in *opposite* directions, and exactly at $\alpha = 1/H$ the MAML slope is 0 for
+# every $w$. Why at $1/H$, and why does the sign flip? Write your answer down before you open the worked one.
+#
+# <details><summary>Worked answer</summary>
+#
+# For $y = w x$ the inner step is $w' = w - \alpha \mathcal{L}_s'(w)$ with $\mathcal{L}_s'(w) = H (w - w^*_s)$,
+# where $w^*_s$ is the minimum of the support loss. So $w' - w^*_s = (1 - \alpha H)(w - w^*_s)$: the step
+# shrinks the distance to $w^*_s$ by the factor $1 - \alpha H$. The chain rule gives the two slopes
+#
+# $$\text{MAML: } \frac{d}{dw}\mathcal{L}_q(w') = (1 - \alpha H)\,\mathcal{L}_q'(w'), \qquad
+# \text{FOMAML: } \mathcal{L}_q'(w').$$
+#
+# They differ by the factor $1 - \alpha H$ only. For $\alpha < 1/H$ it is positive (a step moves toward
+# $w^*_s$ without reaching it), so both slopes point the same way. At $\alpha = 1/H$ one step lands exactly
+# on $w^*_s$ from *any* $w$: $w'$ no longer depends on $w$, the meta-loss is flat and its true slope is 0,
+# while FOMAML still reports $\mathcal{L}_q'(w^*_s)$, which is not 0 unless the query and support minima
+# coincide. For $\alpha > 1/H$ the step overshoots $w^*_s$: moving $w$ to the right moves $w'$ to the
+# *left*, so the true slope has the opposite sign of FOMAML's. FOMAML ignores how $w'$ depends on $w$,
+# which is exactly the dropped factor. (Past $\alpha = 2/H$ the step would move $w'$ further from $w^*_s$
+# than $w$ was: the inner loop diverges.)
+# </details>
+
+# %%
+curvature = explorer.state["hessian"]
+print(f"H = {curvature:.3f}, so 1/H = {1 / curvature:.3f} (the α slider runs from 0.01 to 0.3)")
+
+# %% [markdown]
 # ## Summary
 #
 # - Outer update (general performance): $\theta \leftarrow \theta - \beta \nabla_\theta \sum_i \mathcal{L}(\theta'_i, \mathcal{T}_i)$,
@@ -189,19 +234,29 @@ explorer
 
 # %%
 widgets.quiz("Which term makes the MAML meta-gradient second order?",
-             ["the query gradient ∇L_query(θ′)", "the Hessian of the support loss in (I − αH)", "the step size β"], 1,
-             "Differentiating θ′ = θ − α∇L(θ) with respect to θ brings in ∇²L, the Hessian.")
+             right=("the Hessian of the support loss in (I − αH)",
+                    "Differentiating θ′ = θ − α∇L(θ) with respect to θ brings in ∇²L, the Hessian."),
+             wrong={"the query gradient ∇L_query(θ′)": "a gradient is a first derivative: FOMAML keeps exactly this "
+                                                      "term and is first order.",
+                    "the step size β": "β only scales the outer step; it brings in no derivative."})
 
 # %%
 widgets.quiz("What happens to the meta-gradient if the inner step is computed with create_graph=False?",
-             ["nothing changes", "it loses the Hessian term: that is First-Order MAML",
-              "it becomes zero"], 1,
-             "Without the graph the inner gradient is a constant, so ∂θ′/∂θ = I.")
+             right=("it loses the Hessian term: that is First-Order MAML",
+                    "Without the graph the inner gradient is a constant, so ∂θ′/∂θ = I."),
+             wrong={"nothing changes": "section 6 measured the difference: without the graph the factor (I − αH) "
+                                       "becomes I.",
+                    "it becomes zero": "θ′ = θ − α g still depends on θ; only g is frozen, so the gradient is "
+                                       "∇L_query(θ′), not 0."})
 
 # %%
 widgets.quiz("On which data is the outer (meta) loss evaluated?",
-             ["the support sets, at θ", "the query sets, at the adapted θ′", "the query sets, at θ"], 1,
-             "General performance is judged after adaptation, on data the inner step did not see.")
+             right=("the query sets, at the adapted θ′",
+                    "General performance is judged after adaptation, on data the inner step did not see."),
+             wrong={"the support sets, at θ": "that is the inner loss before adapting; the outer loss measures what "
+                                              "the adaptation achieved.",
+                    "the query sets, at θ": "right data, wrong parameters: at θ the inner step is ignored, which is "
+                                            "joint training (the pretrained baseline), not MAML."})
 
 # %% [markdown]
 # ## Exercises
@@ -215,7 +270,7 @@ def meta_gradient_linear(x_support, y_support, x_query, y_query, w, inner_lr):
     raise NotImplementedError
 
 
-checks.check_meta_gradient_linear(meta_gradient_linear)
+checks.check_meta_gradient_linear(meta_gradient_linear);
 
 # %% [markdown]
 # **Exercise 3.2 — the meta-loss.** For a batch of tasks, adapt each with *one* second-order inner
@@ -226,4 +281,4 @@ def meta_loss(model, theta, tasks, loss_fn, inner_lr):
     raise NotImplementedError
 
 
-checks.check_meta_loss(meta_loss)
+checks.check_meta_loss(meta_loss);

@@ -133,6 +133,17 @@ axes[0].set(ylim=(-6, 6));
 # $\bar e \pm 1.96\, s / \sqrt{n}$ over tasks. `evaluation.evaluate` does all that.
 
 # %%
+widgets.quiz("Predict before you run the next cell: on the test tasks, MAML after 1 step against the pretrained "
+             "baseline after 10 steps (both α = 0.01, 5 support points). MAML's query MSE is…",
+             right=("lower, even with 9 fewer steps",
+                    "The next cell prints both (mean ± 95% CI) and, for the shipped checkpoints, asserts that MAML's "
+                    "interval after 1 step lies below the baseline's after 10."),
+             wrong={"higher: 10 steps beat 1": "more steps from a poor start do not catch up: the baseline starts "
+                    "near the average curve, and steps of α = 0.01 move it little (the figure of section 4).",
+                    "about the same: it is the same network, fine-tuned the same way": "same network, same "
+                    "fine-tuning, a different starting point: the difference it makes is what this test measures."})
+
+# %%
 test = tasks.sine_test_tasks(fast(600, 100))
 results = {algo: evaluation.evaluate(run.model, params.get_params(run.model), test, F.mse_loss,
                                      evaluation.Protocol.sgd(inner_lr=0.01, inner_steps=10))
@@ -196,27 +207,37 @@ explorer
 
 # %%
 widgets.quiz("What does MAML learn?",
-             ["a separate model for each task", "an initialization θ from which a few steps fit any task",
-              "the step size α only"], 1,
-             "The model and the adaptation rule are fixed; MAML learns the starting point.")
+             right=("an initialization θ from which a few steps fit any task",
+                    "The model and the adaptation rule are fixed; MAML learns the starting point."),
+             wrong={"a separate model for each task": "there is one θ for all tasks; each task's θ′ is computed at "
+                                                      "test time by a few inner steps, and never stored.",
+                    "the step size α only": "α is fixed (0.01 here); MAML learns all of the network's parameters θ "
+                                            "(Meta-SGD is a variant that learns α too)."})
 
 # %%
 widgets.quiz("Why compare to a pretrained baseline adapted with the same steps?",
-             ["to show the gain comes from meta-learning, not from fine-tuning itself",
-              "because MAML cannot be evaluated alone", "to save compute"], 0,
-             "Same model, same data, same fine-tuning: only the meta-learned starting point differs.")
+             right=("to show the gain comes from meta-learning, not from fine-tuning itself",
+                    "Same model, same data, same fine-tuning: only the meta-learned starting point differs."),
+             wrong={"because MAML cannot be evaluated alone": "it can (its MSE after k steps), but a number alone does "
+                                                              "not say how much of it meta-learning earned.",
+                    "to save compute": "the baseline is one more training run: it costs compute, and buys a fair "
+                                       "comparison."})
 
 # %%
 gap, half_width = 0.38 - 0.30, math.hypot(0.05, 0.06)  # the difference and its own 95% interval
 assert 0.05 + 0.06 > gap > half_width  # the intervals overlap, yet the difference is significant
 widgets.quiz("Two methods score 0.30 ± 0.05 and 0.38 ± 0.06 (95% CIs) on 600 different tasks each. "
              "Is the difference significant?",
-             ["no, the intervals overlap",
-              f"yes: the difference {gap:.2f} has its own interval ± √(0.05² + 0.06²) = ± {half_width:.3f}, "
-              "which excludes 0", "it cannot be told"], 1,
-             f"Overlapping intervals do not mean 'no difference': the difference {gap:.2f} ± {half_width:.3f} "
-             f"excludes 0 (z ≈ {1.96 * gap / half_width:.1f}). On the *same* tasks, use the paired test of "
-             "notebook 07 (`evaluation.paired_difference`): per-task differences, usually an even narrower interval.")
+             right=(f"yes: the difference {gap:.2f} has its own interval ± √(0.05² + 0.06²) = ± {half_width:.3f}, "
+                    "which excludes 0",
+                    f"Overlapping intervals do not mean 'no difference': the difference {gap:.2f} ± {half_width:.3f} "
+                    f"excludes 0 (z ≈ {1.96 * gap / half_width:.1f}). On the *same* tasks, use the paired test of "
+                    "notebook 07 (`evaluation.paired_difference`): per-task differences, usually an even narrower "
+                    "interval."),
+             wrong={"no, the intervals overlap": f"overlap is not the test: the difference has its own, narrower "
+                                                 f"interval ± {half_width:.3f}, and {gap:.2f} lies outside it.",
+                    "it cannot be told": "it can: two means and their intervals on independent task sets give the "
+                                         "interval of the difference, √(c_a² + c_b²) wide."})
 
 # %% [markdown]
 # ## Exercises
@@ -229,4 +250,19 @@ def ci95(per_task):
     raise NotImplementedError
 
 
-checks.check_ci95(ci95)
+checks.check_ci95(ci95);
+
+# %% [markdown]
+# **Exercise 4.2 — open-ended, no check: sweep $K$, $\alpha$ and the steps at test time.** MAML was
+# meta-trained for one step of $\alpha = 0.01$ with $K = 10$. With the explorer of section 6 (both models,
+# the same task), change one setting at a time and predict before you look:
+#
+# 1. $K$ = 2, 5, 10, 20: does MAML's lead over the pretrained model grow or shrink with more support points?
+# 2. Steps 1, 2, 5, 10: does MAML keep improving after the one step it was trained for? Compare with the
+#    median and the diverged tasks of section 5.
+# 3. $\alpha$ = 0.01, 0.03, 0.1: which model starts to overshoot first, and why might the answer depend on
+#    where each one's $\theta$ sits (a sharply curved support loss, section 5)?
+#
+# To back an answer with numbers rather than one task, rerun `evaluation.evaluate` of section 5 with another
+# `Protocol` (`inner_lr`, `inner_steps`) or `tasks.sine_test_tasks(600, shots=...)`, and compare with
+# `evaluation.paired_difference` (notebook 07).

@@ -87,7 +87,21 @@ assert agreement[0.001][0] > 0.9, "for small α the two meta-gradients must agre
 # For 1 to 5 inner steps we count the bytes of the tensors autograd keeps for the backward pass
 # (`torch.autograd.graph.saved_tensors_hooks`, peak alive at once) and time one meta-gradient on 10 tasks.
 # Timings of a few milliseconds are noisy (other programs, caches), so each is repeated, in an interleaved
-# order, and we keep the median and the spread of the repeats:
+# order, and we keep the median and the spread of the repeats.
+
+# %%
+widgets.quiz("Predict before you run the measurement below: as the inner steps go from 1 to 5, the memory MAML "
+             "keeps for its backward pass…",
+             right=("grows by the same number of bytes with every step",
+                    "MAML differentiates through every inner step, so it keeps each step's graph: the check cell at "
+                    "the end of this section prints the bytes added per step and asserts they are always the same."),
+             wrong={"stays flat, like FOMAML's": "FOMAML may forget the inner steps because it treats their "
+                    "gradients as constants; MAML backpropagates through them, so it must keep them.",
+                    "doubles with every step": "each step adds one more graph of the same size, a fixed number of "
+                    "bytes: linear, not exponential."})
+
+# %% [markdown]
+# What each algorithm keeps:
 #
 # - **MAML** (second order) keeps the graph of *every* inner step, since it differentiates through all of them;
 # - **FOMAML** keeps only the last forward pass on the query set;
@@ -195,19 +209,28 @@ explorer
 
 # %%
 widgets.quiz("What does First-Order MAML drop?",
-             ["the inner loop", "the second-order (Hessian) term of the meta-gradient", "the query set"], 1,
-             "It keeps the adaptation but treats the inner gradient as a constant: no ∇² term.")
+             right=("the second-order (Hessian) term of the meta-gradient",
+                    "It keeps the adaptation but treats the inner gradient as a constant: no ∇² term."),
+             wrong={"the inner loop": "FOMAML still adapts with the same inner steps; only the outer gradient is "
+                                      "simplified.",
+                    "the query set": "the outer gradient is still ∇L_query, taken at θ′: the query set stays."})
 
 # %%
 widgets.quiz("Why does MAML's memory grow with the number of inner steps?",
-             ["it stores every task", "it keeps the graph of every inner step to differentiate through it",
-              "Adam keeps more state"], 1,
-             "Backpropagating through k steps needs the activations of all k of them.")
+             right=("it keeps the graph of every inner step to differentiate through it",
+                    "Backpropagating through k steps needs the activations of all k of them."),
+             wrong={"it stores every task": "the tasks are the same for every k; what grows with k is the graph "
+                                            "autograd keeps.",
+                    "Adam keeps more state": "Adam keeps two tensors per parameter whatever the number of inner "
+                                             "steps, and section 3 measured the tensors saved for backward."})
 
 # %%
 widgets.quiz("When does FOMAML's meta-gradient agree best with MAML's?",
-             ["small α and weak curvature of the support loss", "large α", "sharply curved support loss"], 0,
-             "The dropped term is α H ∇L_query: it vanishes as α → 0.")
+             right=("small α and weak curvature of the support loss",
+                    "The dropped term is αH∇L_query: it vanishes as α → 0."),
+             wrong={"large α": "the dropped term αH∇L_query grows with α, so the two part as α grows.",
+                    "sharply curved support loss": "strong curvature is a large H, hence a large dropped term "
+                                                   "αH∇L_query."})
 
 # %% [markdown]
 # ## Exercises
@@ -221,4 +244,4 @@ def first_order_gradient(model, theta, task, loss_fn, inner_lr):
     raise NotImplementedError
 
 
-checks.check_first_order(first_order_gradient)
+checks.check_first_order(first_order_gradient);

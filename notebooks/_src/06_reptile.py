@@ -70,6 +70,18 @@ print("θ + ε (mean φ − θ) == reptile.reptile_step ✔")
 # Numerically:
 
 # %%
+widgets.quiz("Predict before you run the next cell: with k = 1 Reptile's move equals joint training's (derived "
+             "above). With k = 2, 3, 5 or 10 inner steps, is it still the same move?",
+             right=("no: with k > 1 they differ",
+                    "The next cell prints the gap for each k and asserts it: from the second step on, each task's "
+                    "gradient is taken at its own adapted φ, which joint training never does. That difference is "
+                    "where the meta-learning comes from (section 3)."),
+             wrong={"yes, for every k: both take k SGD steps of size α": "joint training takes its k steps on the "
+                    "pooled loss, Reptile on each task separately: from the second step on the paths part.",
+                    "yes, as long as ε = 1": "ε only scales the final move; the two paths already part at the "
+                    "second inner step, whatever ε."})
+
+# %%
 def gap_to_joint(k):
     new = reptile.reptile_step(model, theta, meta_batch, F.mse_loss, inner_lr, k, outer_lr)
     pooled = reptile.joint_step(model, theta, meta_batch, inner_lr, steps=k)   # k SGD steps on mean_i L_i
@@ -203,19 +215,29 @@ explorer
 
 # %%
 widgets.quiz("What does Reptile do after adapting to each task?",
-             ["backpropagates the query loss through the inner steps",
-              "moves θ a fraction ε toward the mean of the adapted φ_i", "replaces θ by the best φ_i"], 1,
-             "θ ← θ + ε (mean φ − θ): an interpolation, no second derivatives.")
+             right=("moves θ a fraction ε toward the mean of the adapted φ_i",
+                    "θ ← θ + ε (mean φ − θ): an interpolation, no second derivatives."),
+             wrong={"backpropagates the query loss through the inner steps": "that is MAML; Reptile never "
+                                                                             "differentiates through its inner loop.",
+                    "replaces θ by the best φ_i": "θ moves only a fraction ε, toward the mean of all the φ_i: no "
+                                                  "single task takes over."})
 
 # %%
 widgets.quiz("Reptile with k = 1 inner step is equivalent to...",
-             ["MAML", "joint training on all tasks pooled (the pretrained baseline)", "FOMAML with k = 1"], 1,
-             "φ − θ = −α∇L(θ), so the update is a plain SGD step on the average loss.")
+             right=("joint training on all tasks pooled (the pretrained baseline)",
+                    "φ − θ = −α∇L(θ), so the update is a plain SGD step on the average loss."),
+             wrong={"MAML": "MAML differentiates the query loss through the step; Reptile with k = 1 only uses the "
+                            "gradient at θ itself, with no adaptation in it.",
+                    "FOMAML with k = 1": "FOMAML takes the query gradient at the adapted θ′; Reptile with k = 1 "
+                                         "takes the support gradient at θ, before any adaptation."})
 
 # %%
 widgets.quiz("Which quantity plays the role of the meta-gradient in Reptile?",
-             ["θ − mean φ", "the Hessian of the support loss", "the query loss"], 0,
-             "θ ← θ − ε(θ − φ̄): (θ − φ̄) is the direction a gradient step would take.")
+             right=("θ − mean φ", "θ ← θ − ε(θ − φ̄): (θ − φ̄) is the direction a gradient step would take."),
+             wrong={"the Hessian of the support loss": "Reptile computes no second derivatives at all, only SGD "
+                                                       "steps.",
+                    "the query loss": "Reptile's update uses no query loss: it moves toward where SGD on each task "
+                                      "went."})
 
 # %% [markdown]
 # ## Exercises
@@ -228,4 +250,4 @@ def reptile_update(theta, adapted, outer_lr):
     raise NotImplementedError
 
 
-checks.check_reptile_update(reptile_update)
+checks.check_reptile_update(reptile_update);

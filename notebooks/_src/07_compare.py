@@ -88,6 +88,16 @@ assert abs(by_hand[0] - library[0]) < 1e-6 and abs(by_hand[1] - library[1]) < 1e
 # $\pm\sqrt{c_a^2 + c_b^2}$ (as if the tasks were different), and what the overlap rule would say:
 
 # %%
+widgets.quiz("Predict before you run the next cell: all methods were scored on the same test tasks. Compared with "
+             "the unpaired interval ± √(c_a² + c_b²), the paired interval of the per-task differences is…",
+             right=("narrower: a task that is hard for one method is hard for the other, and a − b cancels that",
+                    "The next cell prints both for every pair and asserts that the paired one is never the wider."),
+             wrong={"wider: a difference adds the noise of both methods": "it would on independent task sets; on "
+                    "the same tasks the difficulty both methods share cancels in a − b.",
+                    "the same: it is the same data": "same data, another question: pairing removes the variation "
+                    "between tasks that both methods share, so the interval shrinks."})
+
+# %%
 def verdict(low_high):
     return "significant" if low_high[0] > 0 or low_high[1] < 0 else "not significant"
 
@@ -182,20 +192,28 @@ explorer
 
 # %%
 widgets.quiz("Which method needs no query set during meta-training?",
-             ["MAML", "FOMAML", "Reptile"], "Reptile",
-             "Reptile only runs SGD on each task's data and moves toward the result.")
+             right=("Reptile", "Reptile only runs SGD on each task's data and moves toward the result."),
+             wrong={"MAML": "MAML's outer loss is the query loss after adaptation.",
+                    "FOMAML": "FOMAML drops the Hessian term but still takes the query gradient at θ′."})
 
 # %%
 widgets.quiz("What makes this comparison fair?",
-             ["every method gets its own best test procedure",
-              "same model, same test tasks, same adaptation at test time, mean ± 95% CI",
-              "each method is tested on the tasks it was trained on"], 1,
-             "Only the training algorithm differs; the test is identical and fixed in advance.")
+             right=("same model, same test tasks, same adaptation at test time, mean ± 95% CI",
+                    "Only the training algorithm differs; the test is identical and fixed in advance."),
+             wrong={"every method gets its own best test procedure": "then a difference would mix training and "
+                                                                     "testing; a fair test fixes one procedure for all.",
+                    "each method is tested on the tasks it was trained on": "that measures memory, not adaptation: "
+                                                                            "the test tasks come from a seed no "
+                                                                            "training run used."})
 
 # %%
 widgets.quiz("You must meta-train a large network with 10 inner steps and little GPU memory. Which is the safest choice?",
-             ["MAML", "FOMAML or Reptile", "the pretrained baseline"], 1,
-             "Their memory does not grow with the inner steps, and they keep most of MAML's accuracy.")
+             right=("FOMAML or Reptile",
+                    "Their memory does not grow with the inner steps, and they keep most of MAML's accuracy."),
+             wrong={"MAML": "MAML keeps the graph of all 10 inner steps: its memory grows linearly with them "
+                            "(notebook 05).",
+                    "the pretrained baseline": "it is cheap, but it does not meta-learn: section 3 compares it with "
+                                               "the three meta-learners after one step."})
 
 # %% [markdown]
 # ## Exercises
@@ -210,4 +228,4 @@ def significant(errors_a, errors_b):
     raise NotImplementedError
 
 
-checks.check_significant(significant)
+checks.check_significant(significant);

@@ -15,7 +15,7 @@
 import torch
 
 from mamlkit import checkpoint, params, runs
-from mamlkit.course import characters, plots
+from mamlkit.course import characters, plots, widgets
 from mamlkit.course.notebook import fast, setup_notebook
 
 device = setup_notebook(seed=0)
@@ -92,6 +92,17 @@ ax.set(ylim=(0.8, 1.0), title="5-way 1-shot Omniglot, validation accuracy");
 # uses the five support drawings only. Digits in green are right, red frames are wrong.
 
 # %%
+widgets.quiz("Predict before you run the next two cells: how many query drawings does θ itself (0 inner steps) "
+             "label right?",
+             right=("about as many as guessing would",
+                    "The labels 0–4 were given to this task's characters at random, so θ cannot know them: the "
+                    "second cell below counts the right ones after 0, 1 and 3 steps."),
+             wrong={"almost all: the network was meta-trained on characters": "meta-training taught it to adapt "
+                    "fast, not this task's labels, which are assigned at random per task.",
+                    "none: without adapting every answer is wrong": "a guess among 5 labels is right about one time "
+                    "in five, by chance."})
+
+# %%
 if ready:
     import matplotlib.pyplot as plt
 
@@ -100,6 +111,13 @@ if ready:
     fig, axes = plt.subplots(1, 3, figsize=(9, 1.8))
     for ax, k in zip(axes, steps):
         characters.plot_predictions(task, predicted[k], ax, f"{k} step{'s' * (k != 1)}:")
+
+# %%
+if ready:
+    right = {k: int((predicted[k] == task.y_query).sum()) for k in steps}
+    print(f"right of {len(task.y_query)} query drawings:", ", ".join(f"{right[k]} after {k} steps" for k in steps),
+          f"(guessing among 5 labels: about {len(task.y_query) / 5:.0f})")
+    assert right[3] > right[0], "adapting should help on new characters"
 
 # %% [markdown]
 # ## 5. Against a network trained from scratch
@@ -174,23 +192,31 @@ if ready:
 # ## Check yourself
 
 # %%
-from mamlkit.course import widgets  # noqa: E402
-
 widgets.quiz("What does the network see of a new character before predicting its query drawings?",
-             ["Nothing: it was trained on every character", "K labelled drawings in the support set",
-              "All 20 drawings"], "K labelled drawings in the support set",
-             "Meta-test characters are never seen during meta-training; adaptation uses the support set only.")
+             right=("K labelled drawings in the support set",
+                    "Meta-test characters are never seen during meta-training; adaptation uses the support set only."),
+             wrong={"Nothing: it was trained on every character": "meta-test characters never appear in "
+                                                                  "meta-training: the network meets them here.",
+                    "All 20 drawings": "only K drawings per character form the support set; the others are query "
+                                       "drawings it is graded on."})
 
 # %%
 widgets.quiz("Why is the accuracy after 0 inner steps near chance (20% for 5-way)?",
-             ["The network is untrained", "Labels 0–4 are assigned at random per task",
-              "BatchNorm is off"], "Labels 0–4 are assigned at random per task",
-             "Without adapting, the network cannot know which label this task gave to which character.")
+             right=("Labels 0–4 are assigned at random per task",
+                    "Without adapting, the network cannot know which label this task gave to which character."),
+             wrong={"The network is untrained": "it was meta-trained (section 3): it is good at *adapting*, but "
+                                                "before adapting it cannot know this task's labels.",
+                    "BatchNorm is off": "BatchNorm is not the issue: what the network lacks at step 0 is this "
+                                        "task's assignment of labels to characters."})
 
 # %%
 widgets.quiz("What had to change in MAML to go from sine waves to characters?",
-             ["The inner update", "The outer update", "Only the model and the loss"], "Only the model and the loss",
-             "Model-agnostic: the same adapt / maml_loss run an MLP with MSE and a CNN with cross-entropy.")
+             right=("Only the model and the loss",
+                    "Model-agnostic: the same adapt / maml_loss run an MLP with MSE and a CNN with cross-entropy."),
+             wrong={"The inner update": "the same `maml.adapt` runs on the CNN; only the loss it differentiates "
+                                        "changed.",
+                    "The outer update": "the same `maml_loss` and optimiser: model-agnostic means they never look "
+                                        "inside the model."})
 
 # %% [markdown]
 # ## Exercises
@@ -203,7 +229,7 @@ def accuracy(logits, labels):
     raise NotImplementedError
 
 
-characters.check_accuracy(accuracy)
+characters.check_accuracy(accuracy);
 
 # %% [markdown]
 # **Exercise 8.2 — more shots.** Use `characters.alphabet_task(..., shots=5)` to build 5-way **5-shot** tasks
