@@ -13,7 +13,7 @@ import pytest
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 COURSE = ["00_welcome", "01_tasks", "02_inner_update", "03_outer_update", "04_maml", "05_first_order_maml",
-          "06_reptile", "07_compare", "10_your_own_task"]
+          "06_reptile", "07_compare", "09_beyond_maml", "10_your_own_task"]
 
 
 def load(path):

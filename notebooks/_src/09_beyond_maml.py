@@ -205,6 +205,15 @@ for algo in ("maml", "mamlpp"):
 # solved by conjugate gradient with Hessian-vector products. The inner steps run without a graph.
 
 # %%
+widgets.quiz("Predict before you run: with 16 inner steps instead of 1, one iMAML meta-gradient keeps …",
+             ("about the same memory", "The inner steps run without a graph; only the support loss's graph at φ* is "
+              "kept for the Hessian-vector products. The next cell measures both methods."),
+             {"about 16× the memory, like MAML": "That is MAML, which differentiates through every step and keeps "
+              "each one's graph; iMAML differentiates the solution, not the path.",
+              "no memory at all": "The Hessian-vector products need one graph of the support loss's gradient at "
+              "φ*; that memory is kept, but only once."})
+
+# %%
 model = models.MLP(init="torch")
 theta = params.get_params(model)
 few = tasks.sample_sine_tasks(5, 10, 10, torch.Generator().manual_seed(4))
@@ -252,23 +261,23 @@ plots.plot_eval(results, log=True);
 
 # %%
 widgets.quiz("Meta-SGD's α is initialised to 0.01 everywhere. After meta-training, can an element of α be negative?",
-             ["No, step sizes are positive by definition", "Yes: α is learned by gradient descent like θ, nothing keeps "
-              "it positive", "Only in the last layer"],
-             1, "α is an ordinary learned tensor; a negative element moves that weight up the support gradient, which can "
-                "help the query loss. The range printed in §1 shows what this run learned.")
+             ("Yes: α is learned by gradient descent like θ, and nothing keeps it positive",
+              "A negative element moves that weight up its support gradient, which can still lower the query loss; "
+              "the range printed in §1 shows what this run learned."),
+             {"No, step sizes are positive by definition": "That holds for a step size you choose; a learned α is an "
+              "ordinary tensor that the outer gradient may push through zero.",
+              "Only in the last layer": "Nothing singles out the last layer: every parameter tensor has its own α, "
+              "and each element is free to take any sign."})
 
 # %%
 widgets.quiz("ANIL's inner loop updates only the head. What gives the body its gradient?",
-             ["Nothing: the body stays at its initialisation", "The outer loop: the query loss after adapting the head "
-              "is differentiated with respect to the body too", "A separate pre-training phase"],
-             1, "The body's parameters are used in every forward pass, so the query loss depends on them; the outer "
-                "gradient reaches them directly (anil.head_only leaves them in the module).")
-
-# %%
-widgets.quiz("Predict before you look at §4's printout: iMAML with 16 inner steps instead of 1 keeps …",
-             ["about 16× the memory, like MAML", "about the same memory", "no memory at all"],
-             1, "The inner steps run without a graph; only the support loss's graph at φ* is kept for the Hessian-vector "
-                "products. §4 measures it.")
+             ("The outer loop: the query loss after adapting the head is differentiated with respect to the body too",
+              "The body is used in every forward pass, so the query loss depends on it; anil.head_only leaves its "
+              "tensors in the module, where the outer backward reaches them."),
+             {"Nothing: the body stays at its initialisation": "Then ANIL would meta-learn a head on random features; "
+              "the body does learn, through the outer loop.",
+              "A separate pre-training phase": "ANIL trains body and head in one meta-training run, like MAML; only "
+              "the inner loop is restricted to the head."})
 
 # %% [markdown]
 # ## Exercises
@@ -284,7 +293,7 @@ def anil_step(model, head, x, y, loss_fn, inner_lr):
     raise NotImplementedError
 
 
-variants.check_anil_step(anil_step)
+variants.check_anil_step(anil_step);
 
 # %% [markdown]
 # **Open questions** (no checker).

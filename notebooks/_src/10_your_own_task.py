@@ -79,6 +79,30 @@ for i, task in enumerate(examples):
 ax.set(xlabel="x", ylabel="y", title="four damped-oscillation tasks (dots: 5 support points)");
 
 # %% [markdown]
+# The checker is there for the mistakes that do not raise an error. A sampler that draws from the global random
+# state instead of `generator` runs fine — and silently breaks every comparison.
+
+# %%
+widgets.quiz("Predict before you run: check_family on a sampler that draws with torch.rand(...) and no generator "
+             "prints …",
+             ("❌ the same seed gave different tasks", "The checker samples twice with the same seed and compares; "
+              "the global random state has moved on, so the tasks differ. The next cell shows the line."),
+             {"✅ (the tasks are random, which is all a sampler needs)": "Random is not enough: the fixed test tasks "
+              "must be the same for every run and every algorithm, and only a seeded generator gives that.",
+              "an error: torch.rand needs a generator": "generator is optional for torch.rand; nothing raises, "
+              "which is why the mistake goes unnoticed without a check."})
+
+# %%
+class Unseeded(DampedOscillations):
+    name = "unseeded"
+
+    def sample(self, n, split, shots, queries, generator, device="cpu"):
+        return super().sample(n, split, shots, queries, torch.Generator().manual_seed(torch.seed() % 2**31), device)
+
+
+check_family(Unseeded());
+
+# %% [markdown]
 # ## 3. Every algorithm on it, in seconds
 #
 # `training.meta_train` takes the family's name like the built-in ones. Below, each algorithm trains the
@@ -86,17 +110,6 @@ ax.set(xlabel="x", ylabel="y", title="four damped-oscillation tasks (dots: 5 sup
 # step α = 0.05, outer learning rate 0.01; Reptile: k = 5 inner steps and outer step ε = 0.5). Short runs —
 # seconds, not the papers' 70,000 iterations — so the numbers compare *what each method learns quickly here*,
 # not where it ends.
-
-# %% [markdown]
-# **Predict before you run:** which of the algorithms will train fastest, and which slowest? Answer the
-# question, then run the next cell: it prints the seconds each took.
-
-# %%
-widgets.quiz("Same iterations, meta-batch and model: which algorithm's training takes the longest here?",
-             ["The pretrained baseline", "MAML", "Reptile"],
-             2, "Reptile runs k = 5 inner steps per task here against MAML's one (its steps are cheap, but there are "
-                "five); MAML adds a second-order backward through one step; the pretrained baseline has no inner loop "
-                "at all. The next cell prints the seconds, so check the ranking on your machine.")
 
 # %%
 ITERATIONS, ALPHA = fast(400, 120), 0.05
@@ -188,19 +201,23 @@ print(f"pretrained − MAML after 5 steps: {pretrain_gap[0]:+.3f} ± {pretrain_g
 # ## Check yourself
 
 # %%
-widgets.quiz("Your sampler draws the amplitudes with torch.rand(n, 1, 1) and no generator. What breaks?",
-             ["Nothing: the tasks are random either way",
-              "The fixed test tasks are no longer fixed: two runs (or two algorithms) are tested on different tasks",
-              "Training becomes slower"],
-             1, "fixed_tasks seeds a generator and passes it to sample; a sampler that ignores it draws new test "
-                "tasks every time, so comparisons are no longer paired and results do not reproduce.")
+widgets.quiz("Your regression family's `sample` ignores `split`. Is that a problem?",
+             ("No: the splits differ by their seeds (fixed_tasks seeds the test and validation tasks), which is "
+              "enough when tasks are drawn from a continuous distribution", "Sine waves do the same."),
+             {"Yes: the test tasks would then repeat training tasks exactly": "With continuous parameters the chance "
+              "that a test task equals a training task is zero; only families with a finite pool (Omniglot's "
+              "characters) must keep their splits apart.",
+              "Yes: meta_train refuses a family that ignores split": "Nothing checks it; whether it matters depends on "
+              "the family, as the right answer explains."})
 
 # %%
 widgets.quiz("In a 5-way task your labels are the characters' global ids (e.g. 17, 203, …). What goes wrong?",
-             ["The model's 5 outputs cannot represent them: labels must be 0…4 within each task",
-              "Nothing, cross-entropy accepts any integer",
-              "Only the accuracy is wrong, the loss is fine"],
-             0, "The head has one output per way; label c must mean 'this task's c-th class', re-drawn per task.")
+             ("The model's 5 outputs cannot represent them: labels must be 0…4 within each task",
+              "The head has one output per way; label c must mean 'this task's c-th class', drawn anew per task."),
+             {"Nothing, cross-entropy accepts any integer": "cross_entropy needs labels below the number of outputs; "
+              "with 5 outputs a label of 17 raises an index error (or a device-side assert on a GPU).",
+              "Only the accuracy is wrong, the loss is fine": "The loss cannot even be computed: it looks up the "
+              "output of class 17, which a 5-way head does not have."})
 
 # %% [markdown]
 # ## Exercises
