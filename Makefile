@@ -21,7 +21,18 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/jupyter server extension disable --sys-prefix $(NBGRADER_SERVER) >/dev/null 2>&1
 	touch $@
 
-install: $(BIN)/.installed
+# JupyterLab in the course environment: no "get notified about Jupyter news?" prompt, no news fetch or update
+# check over the network (jupyter-config/README.md; tests/test_browser.py checks it)
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_SERVER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.json
+
+$(LAB_SETTINGS): jupyter-config/overrides.json | $(BIN)/.installed
+	mkdir -p $(@D) && cp $< $@
+
+$(LAB_SERVER_CONFIG): jupyter-config/jupyter_server_config.json | $(BIN)/.installed
+	mkdir -p $(@D) && cp $< $@
+
+install: $(BIN)/.installed $(LAB_SETTINGS) $(LAB_SERVER_CONFIG)
 
 course: install
 	$(BIN)/jupyter lab $(JUPYTER_FLAGS) notebooks/00_welcome.ipynb
@@ -33,13 +44,13 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 # Lectures: `make slides` exports every notebook as reveal.js slides to _build/slides/ (one slide per
-# #/## heading; SLIDES_FLAGS=--execute puts the outputs in). To present live: Alt+R in JupyterLab.
+# #/## heading; SLIDES_FLAGS=--execute puts the outputs in), with local copies of reveal.js, MathJax,
+# require.js and jQuery in _build/slides/_static/: the decks work offline. To present live: Alt+R in JupyterLab.
 SLIDES_FLAGS ?=
 .PHONY: slides site
 
 slides: install
-	$(BIN)/jupyter nbconvert --to slides --SlidesExporter.reveal_scroll=True $(SLIDES_FLAGS) \
-		--output-dir _build/slides notebooks/[0-9][0-9]_*.ipynb
+	$(BIN)/python course-src/slides.py $(SLIDES_FLAGS) --output-dir _build/slides notebooks/[0-9][0-9]_*.ipynb
 
 # The course as a static web site (Jupyter Book 1, config in site/): every notebook executed in full
 $(BIN)/.site-installed: $(BIN)/.installed
@@ -47,8 +58,11 @@ $(BIN)/.site-installed: $(BIN)/.installed
 	touch $@
 
 site: $(BIN)/.site-installed
-	rm -rf _build/site && mkdir -p _build/site/notebooks
+	rm -rf _build/site && mkdir -p _build/site/notebooks _build/site/_mathjax
 	cp site/*.yml site/*.md _build/site/
+	@# MathJax from jupyter-server-mathjax, so the pages typeset their maths offline (site/_config.yml)
+	cp -r "$$($(BIN)/python -c 'import jupyter_server_mathjax as m, os; print(os.path.dirname(m.__file__))')/static" \
+		_build/site/_mathjax/mathjax
 	cp notebooks/*.ipynb _build/site/notebooks/
 	env -u MAMLKIT_FAST $(BIN)/jupyter-book build _build/site
 	@echo "the course as a web site: $(CURDIR)/_build/site/_build/html/index.html"

@@ -4,7 +4,11 @@ Each notebook is copied to a temporary folder (the repository's notebooks are ne
 in JupyterLab, run with Run > Run All Cells, and checked once the kernel is idle: no error outputs,
 every widget output rendered by the ipywidgets front end (no text fallback), and, in notebook 02, a
 slider moved in the browser redraws the figure. A screenshot per notebook is saved to
-``test-artifacts/browser/`` with the server's log.
+``test-artifacts/browser/`` with the server's log. JupyterLab runs with the settings of the environment
+(``make install`` copies ``jupyter-config/``): no "get notified about Jupyter news?" prompt, nothing fetched
+from the internet. Offline lectures: a slide deck exported by ``course-src/slides.py`` (``make slides``) opened
+from the file system with the network off initialises reveal.js and typesets its maths; so does a page of the
+static site (``make site``'s configuration, one notebook, not executed).
 
 Needs ``playwright`` (the ``test`` extra) and a Chromium on the PATH (``apt-get install chromium``;
 Playwright's own browser download is not used). Skips locally without them, fails with CI=true.
@@ -12,6 +16,7 @@ Playwright's own browser download is not used). Skips locally without them, fail
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -69,19 +74,16 @@ class Lab:
         self.port, self.token = _free_port(), uuid.uuid4().hex
         self.url = f"http://127.0.0.1:{self.port}"
         settings, state = root.parent / "lab-settings", root.parent / "lab-state"
-        # every notebook cell in the DOM (no virtual scrolling), no news or update checks
-        for plugin, values in {"notebook-extension/tracker": {"windowingMode": "none"},
-                               "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}
-                               }.items():
-            path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(values))
+        # every notebook cell in the DOM (no virtual scrolling); news and update checks are left to the
+        # environment's settings (jupyter-config/), which test_no_news_prompt_and_nothing_fetched checks
+        path = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"windowingMode": "none"}))
         command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
                    f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
                    f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
                    "--LabApp.expose_app_in_browser=True", f"--LabApp.user_settings_dir={settings}",
-                   f"--LabApp.workspaces_dir={state / 'workspaces'}", "--LabApp.news_url=None",
-                   "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+                   f"--LabApp.workspaces_dir={state / 'workspaces'}"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             command.append("--allow-root")
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(state / "runtime"), "JUPYTER_CONFIG_DIR": str(state / "config")}
@@ -316,3 +318,178 @@ def test_notebook_runs_in_jupyterlab(name, browser, lab):  # browser first: skip
             lab.shutdown_kernels()  # one kernel at a time on a 2-core machine
         except OSError as error:  # the server is gone: the lab fixture's teardown reports it
             print(f"{name}: could not shut the kernels down: {error}")
+
+
+def _record_external(context) -> list[str]:
+    """Abort, and list, every request that would leave the machine (anything but file:, data:, about: and
+    127.0.0.1; MathJax probes web fonts with about:blank)."""
+    external = []
+
+    def route(r):
+        url = r.request.url
+        if url.startswith(("file:", "data:", "blob:", "about:", "http://127.0.0.1", "ws://127.0.0.1")):
+            return r.continue_()
+        external.append(url)
+        return r.abort()
+
+    context.route("**/*", route)
+    return external
+
+
+def test_no_news_prompt_and_nothing_fetched(browser, lab):
+    """The course environment (make install: jupyter-config/) turns JupyterLab's news and update checks off:
+    no "Would you like to get notified about official Jupyter news?" toast, no request off the machine."""
+    schema = lab.api("/lab/api/settings/@jupyterlab/apputils-extension:notification")["schema"]["properties"]
+    assert schema["fetchNews"]["default"] == "false" and schema["checkForUpdates"]["default"] is False, (
+        f"{sys.prefix}/share/jupyter/lab/settings/overrides.json should turn news off: run make install")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    external = _record_external(context)
+    page = context.new_page()
+    try:
+        page.goto(f"{lab.url}/lab/tree/{NOTEBOOKS[0]}?reset&token={lab.token}", wait_until="domcontentloaded")
+        page.wait_for_function(KERNEL_IDLE, arg=NOTEBOOKS[0], timeout=120_000, polling=250)
+        config = json.loads(page.locator("#jupyter-config-data").text_content())
+        assert config["news"]["disabled"], "the server has a news feed URL: jupyter-config/jupyter_server_config.json"
+        page.wait_for_timeout(3000)  # the prompt would appear right after the application is restored
+        toasts = page.locator(".Toastify__toast").all_inner_texts()
+        page.screenshot(path=ARTIFACTS / "news-prompt.png")
+        assert not [t for t in toasts if "news" in t.lower()], f"JupyterLab asks about news: {toasts}"
+        assert external == [], f"JupyterLab made requests off the machine: {external}"
+        # the checkers' marks are drawn with a glyph of the fonts this browser has, not the missing-glyph box
+        from mamlkit.course.feedback import FAIL, PASS
+
+        boxes = page.evaluate(TOFU, [PASS, FAIL])
+        assert boxes == [False, False], f"{PASS} {FAIL} drawn as missing-glyph boxes in the output font: {boxes}"
+    finally:
+        context.close()
+        lab.shutdown_kernels()
+
+
+# true for each character the page's output (code) font draws exactly as a character no font has (U+E000 in
+# the private use area, shown as the missing-glyph box): such a character is illegible here
+TOFU = """(chars) => {
+  const font = '32px ' + getComputedStyle(document.body).getPropertyValue('--jp-code-font-family');
+  const draw = (ch) => {
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 48;
+    const ctx = canvas.getContext('2d');
+    ctx.font = font;
+    ctx.fillText(ch, 4, 36);
+    return Array.from(ctx.getImageData(0, 0, 48, 48).data).join(',');
+  };
+  const box = draw('\\uE000');
+  return chars.map(ch => draw(ch) === box);
+}"""
+SLIDE_DECK = "03_outer_update"  # the deck with the most maths
+CURRENT = ("Array.from(document.querySelectorAll('.reveal .slides > section'))"
+           ".findIndex(s => s.classList.contains('present'))")
+STILL_TEX = r"""(root) => {  // TeX left as text in the prose (MathJax keeps its sources in <script> tags)
+  const walker = document.createTreeWalker(document.querySelector(root), NodeFilter.SHOW_TEXT);
+  const raw = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.parentElement.closest('script, style, pre, code, .jp-CodeCell, .cell_input')) continue;
+    if (/\$[^$\s][^$]*\$|\\\(|\\\[|\\frac|\\theta/.test(node.textContent)) raw.push(node.textContent.slice(0, 80));
+  }
+  return raw;
+}"""
+
+
+def _slides_module():
+    spec = importlib.util.spec_from_file_location("course_slides", ROOT / "course-src" / "slides.py")
+    slides = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slides)
+    return slides
+
+
+@pytest.fixture(scope="module")
+def slide_deck(tmp_path_factory):
+    """One deck exported as ``make slides`` does (course-src/slides.py), in a temporary folder."""
+    out = tmp_path_factory.mktemp("slides")
+    [deck] = _slides_module().export([ROOT / "notebooks" / f"{SLIDE_DECK}.ipynb"], out)
+    return deck
+
+
+def _typeset(page) -> dict:
+    """Wait until MathJax 2 has typeset the page; count its output, the TeX sources it read, its errors."""
+    page.wait_for_function("""() => new Promise(done => window.MathJax && MathJax.Hub
+                              ? MathJax.Hub.Queue(() => done(true)) : done(false))""", timeout=60_000)
+    return page.evaluate("""() => ({
+        maths: document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_CHTML').length,
+        sources: document.querySelectorAll('script[type^="math/tex"]').length,
+        errors: document.querySelectorAll('.MathJax_Error, merror').length,
+    })""")
+
+
+def test_slides_work_offline(browser, slide_deck):
+    """The exported deck, opened from the file system with the network off: reveal.js initialised (slides,
+    controls, slide numbers), the maths typeset by MathJax, no raw TeX left, no request off the machine."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_offline(True)
+    external = _record_external(context)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(slide_deck.as_uri(), wait_until="load")
+        page.wait_for_function("document.querySelector('.reveal.ready') !== null", timeout=30_000, polling=250)
+        state = _typeset(page) | page.evaluate("""() => ({
+            slides: document.querySelectorAll('.reveal .slides > section').length,
+            present: document.querySelectorAll('.reveal .slides > section.present').length,
+            controls: !!document.querySelector('.reveal .controls'),
+            number: (document.querySelector('.reveal .slide-number') || {}).textContent || '',
+        })""")
+        page.screenshot(path=ARTIFACTS / f"{SLIDE_DECK}-slides-offline.png")
+        page.keyboard.press("ArrowRight")  # the deck responds: the next slide is shown
+        page.wait_for_function(f"{CURRENT} === 1", timeout=10_000, polling=100)
+        assert state["slides"] > 5 and state["present"] == 1 and state["controls"], f"reveal.js did not start: {state}"
+        assert state["number"].strip(), f"no slide number: reveal.js not initialised: {state}"
+        assert state["sources"] > 10 and state["maths"] >= state["sources"], f"maths not typeset: {state}"
+        assert not state["errors"], f"MathJax errors in the deck: {state}"
+        assert page.evaluate(STILL_TEX, ".reveal .slides") == [], "raw TeX left on the slides"
+        assert external == [], f"the deck asked the network for: {external}"
+        assert not errors, f"JavaScript errors in the deck: {errors}"
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def site_page(tmp_path_factory):
+    """One page of the static site built as ``make site`` builds it (site/_config.yml, MathJax copied to
+    _mathjax/), from one notebook, not executed (the site build runs every notebook in full: minutes)."""
+    try:
+        import jupyter_book  # noqa: F401
+        import yaml
+    except ImportError:
+        _unavailable("jupyter-book is not installed: pip install -e '.[test]'")
+    book = tmp_path_factory.mktemp("site")
+    config = yaml.safe_load((ROOT / "site" / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    (book / "_config.yml").write_text(yaml.safe_dump(config))
+    (book / "_toc.yml").write_text(f"format: jb-book\nroot: intro\nchapters:\n  - file: notebooks/{SLIDE_DECK}\n")
+    shutil.copy2(ROOT / "site" / "intro.md", book / "intro.md")
+    (book / "notebooks").mkdir()
+    shutil.copy2(ROOT / "notebooks" / f"{SLIDE_DECK}.ipynb", book / "notebooks")
+    shutil.copytree(_slides_module().mathjax_dir(), book / "_mathjax" / "mathjax")
+    build = subprocess.run([sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(book)],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, f"jupyter-book build failed:\n{build.stdout[-3000:]}\n{build.stderr[-3000:]}"
+    return book / "_build" / "html" / "notebooks" / f"{SLIDE_DECK}.html"
+
+
+def test_site_page_works_offline(browser, site_page):
+    """A page of the site, opened from the file system with the network off: its maths typeset by the local
+    MathJax, no raw TeX, no request off the machine."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_offline(True)
+    external = _record_external(context)
+    page = context.new_page()
+    try:
+        page.goto(site_page.as_uri(), wait_until="load")
+        state = _typeset(page)
+        page.screenshot(path=ARTIFACTS / f"{SLIDE_DECK}-site-offline.png")
+        assert state["sources"] > 10 and state["maths"] >= state["sources"], f"maths not typeset: {state}"
+        assert not state["errors"], f"MathJax errors on the page: {state}"
+        assert page.evaluate(STILL_TEX, "main") == [], "raw TeX left on the page"
+        assert external == [], f"the page asked the network for: {external}"
+    finally:
+        context.close()

@@ -40,7 +40,7 @@ def run_check(check, answer, capsys):
 @pytest.mark.parametrize("check, solution", SOLVED, ids=lambda v: getattr(v, "__name__", "notation"))
 def test_solution_passes(check, solution, capsys):
     ok, line = run_check(check, solution, capsys)
-    assert ok is True and line.startswith("✅"), line
+    assert ok is True and line.startswith("✔"), line
 
 
 # --- typical wrong answers -------------------------------------------------------------------
@@ -305,7 +305,7 @@ WRONG = [
 @pytest.mark.parametrize("check, wrong, hint", WRONG, ids=[f"{c.__name__}-{h}" for c, _, h in WRONG])
 def test_wrong_answer_rejected_with_hint(check, wrong, hint, capsys):
     ok, line = run_check(check, wrong, capsys)
-    assert ok is False and line.startswith("❌"), line
+    assert ok is False and line.startswith("✘"), line
     assert hint in line, line
 
 
@@ -315,7 +315,7 @@ def test_stub_says_not_implemented(check, capsys):
         raise NotImplementedError
 
     ok, line = run_check(check, stub, capsys)
-    assert ok is False and line.startswith("❌ not implemented yet")
+    assert ok is False and line.startswith("✘ not implemented yet")
 
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKS, ids=lambda c: c.__name__)
@@ -330,7 +330,7 @@ def test_raising_function_reported_in_one_line(check, capsys):
 @pytest.mark.parametrize("check", FUNCTION_CHECKS, ids=lambda c: c.__name__)
 def test_wrong_type_reported(check, capsys):
     ok, line = run_check(check, lambda *args: None, capsys)
-    assert ok is False and line.startswith("❌") and "NoneType" in line
+    assert ok is False and line.startswith("✘") and "NoneType" in line
 
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKS, ids=lambda c: c.__name__)
@@ -365,7 +365,7 @@ def test_diagnose_gives_the_first_matching_hint():
         diagnose(1.0, {"near": 1.05}, compare=lambda a, b: abs(a - b) < 0.1)
 
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks" / "_src"
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "course-src"
 SYMBOL_IN_TABLE = {"θ": r"$\theta$", "θ′": r"$\theta'_i$", "α": r"$\alpha$", "β": r"$\beta$", "ε": r"$\varepsilon$",
                    "K": r"$K$"}
 

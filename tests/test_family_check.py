@@ -51,7 +51,7 @@ def test_correct_families_pass(capsys):
     for family in (Clusters(), Clusters(5), Waves()):
         ok, out = run(family, capsys)
         assert ok, out
-        assert out.startswith("✅") and out.count("\n") == 0
+        assert out.startswith("✔") and out.count("\n") == 0
 
 
 def test_solution_tasks_are_rotated_clusters_with_per_task_labels():
@@ -82,7 +82,7 @@ def test_solution_tasks_are_rotated_clusters_with_per_task_labels():
 ])
 def test_each_typical_classification_mistake_gets_its_hint(fix, hint, capsys):
     ok, out = run(mistake(Clusters(), fix), capsys)
-    assert not ok and out.startswith("❌") and hint in out, out
+    assert not ok and out.startswith("✘") and hint in out, out
     assert out.count("\n") == 0
 
 

@@ -1,6 +1,7 @@
 """Notebook policy: stored stripped of outputs (no outputs, execution_count null), valid nbformat,
 the house structure (title, setup cell, Summary / Check yourself / Exercises), no reference solutions
-imported, and in sync with their sources in notebooks/_src (rebuild with notebooks/_build.py)."""
+imported, and in sync with their sources in course-src/ (rebuild with course-src/build.py); notebooks/, the
+folder a learner opens, holds the course notebooks and nothing else."""
 
 import ast
 import importlib.util
@@ -10,7 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = ROOT / "notebooks"
+SOURCES_DIR = ROOT / "course-src"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 COURSE = ["00_welcome", "01_tasks", "02_inner_update", "03_outer_update", "04_maml", "05_first_order_maml",
           "06_reptile", "07_compare", "09_beyond_maml", "10_your_own_task"]
@@ -68,7 +71,7 @@ def test_exercises_end_in_a_check(stem):
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("_build", NOTEBOOKS_DIR / "_build.py")
+    spec = importlib.util.spec_from_file_location("course_build", SOURCES_DIR / "build.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -76,14 +79,14 @@ def _builder():
 
 @pytest.mark.parametrize("stem", COURSE)
 def test_in_sync_with_source(stem):
-    source = NOTEBOOKS_DIR / "_src" / f"{stem}.py"
+    source = SOURCES_DIR / f"{stem}.py"
     built = _builder().cells_from_source(source.read_text())
     stored = load(NOTEBOOKS_DIR / f"{stem}.ipynb").cells
     assert [(c.cell_type, c.source) for c in built] == [(c.cell_type, c.source) for c in stored], \
-        f"{stem}.ipynb differs from _src/{stem}.py: run python notebooks/_build.py"
+        f"{stem}.ipynb differs from course-src/{stem}.py: run python course-src/build.py"
 
 
-SOURCES = sorted((NOTEBOOKS_DIR / "_src").glob("[0-9][0-9]_*.py"))
+SOURCES = sorted(SOURCES_DIR.glob("[0-9][0-9]_*.py"))
 
 
 def _global_functions(statements):
@@ -111,8 +114,17 @@ def test_no_function_defined_twice_with_another_signature(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_exercise_checks_do_not_echo_true_or_false(path):
-    """A cell ending in a check shows its one ✅/❌ line, not also the returned True/False: end it with `;`."""
+    """A cell ending in a check shows its one ✔/✘ line, not also the returned True/False: end it with `;`."""
     for cell in load(path).cells:
         lines = cell.source.strip().splitlines() if cell.cell_type == "code" else []
         if lines and re.match(r"\w+\.check_\w+\(", lines[-1]):
             assert lines[-1].rstrip().endswith(";"), f"{path.name}: end `{lines[-1]}` with `;`"
+
+
+def test_learner_folder_holds_only_the_course():
+    """``make course`` opens notebooks/: its file browser shows the numbered notebooks, no build machinery
+    (sources, builder, timings live in course-src/)."""
+    shown = sorted(p.name for p in NOTEBOOKS_DIR.iterdir() if not p.name.startswith("."))
+    assert shown == [p.name for p in NOTEBOOKS], f"notebooks/ must hold only NN_name.ipynb files, not {shown}"
+    sources = sorted(p.stem for p in SOURCES_DIR.glob("[0-9][0-9]_*.py"))
+    assert sources == [p.stem for p in NOTEBOOKS], "every notebook has its source in course-src/ and vice versa"

@@ -105,17 +105,47 @@ def test_the_leak_check_would_catch_an_answer():
     assert answers_in({"mamlkit/course/checks.py": source[start:end]}) == ["reptile_update in mamlkit/course/checks.py"]
 
 
+def project_copy(tmp_path) -> Path:
+    """The files a clone has that packaging could pick up: the package, the answer keys, the tests."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in"):
+        shutil.copy(ROOT / name, src / name)
+    skip = shutil.ignore_patterns("__pycache__", "release", "submitted", "autograded", "feedback", "*.db")
+    for folder in ("mamlkit", "instructor", "homework", "tests"):  # present in the tree, as in a clone
+        shutil.copytree(ROOT / folder, src / folder, ignore=skip)
+    return src
+
+
+HOMEWORK_ANSWERS = ("meta_sgd_update", "alpha_meta_gradient", "multi_step_loss", "adam_adapt", "first_order_gap")
+
+
+@pytest.mark.slow
+def test_the_sdist_has_no_solutions(tmp_path):
+    """The source distribution (what `pip download --no-binary` gets) holds the library, not the answer keys."""
+    import tarfile
+
+    src = project_copy(tmp_path)
+    probe = "from setuptools import build_meta as b; import sys; print(b.build_sdist(sys.argv[1]))"
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "dist")], capture_output=True, text=True,
+                            cwd=src)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with tarfile.open(tmp_path / "dist" / result.stdout.split()[-1]) as tar:
+        names = [n.split("/", 1)[1] for n in tar.getnames() if "/" in n]
+        modules = {n: tar.extractfile(m).read().decode() for m in tar.getmembers()
+                   if (n := m.name.split("/", 1)[-1]).endswith(".py")}
+    assert "mamlkit/maml.py" in names and "mamlkit/course/homework.py" in names
+    assert [n for n in names if n.startswith(("instructor/", "homework/", "tests/")) or "solution" in n] == []
+    assert answers_in(modules) == []
+    assert not [n for n, text in modules.items() for f in HOMEWORK_ANSWERS if f"def {f}(" in text]
+
+
 @pytest.mark.slow
 def test_the_wheel_has_no_solutions(tmp_path):
     """Build the wheel as pip would install it (from a copy of the project): only ``mamlkit/``, no answers."""
     import zipfile
 
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "mamlkit", src / "mamlkit", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "instructor", src / "instructor")  # present in the tree, as in a clone
+    src = project_copy(tmp_path)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                              str(src), "-w", str(tmp_path / "dist")], capture_output=True, text=True, cwd=src)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -124,13 +154,16 @@ def test_the_wheel_has_no_solutions(tmp_path):
         names = z.namelist()
         modules = {n: z.read(n).decode() for n in names if n.endswith(".py")}
     assert "mamlkit/course/checks.py" in names and "mamlkit/maml.py" in names
-    assert [n for n in names if "solution" in n or n.startswith("instructor/")] == []
+    assert [n for n in names if "solution" in n or n.startswith(("instructor/", "homework/", "tests/"))] == []
     assert answers_in(modules) == []
+    assert not [n for n, text in modules.items() for f in HOMEWORK_ANSWERS if f"def {f}(" in text]
     # installed alone, in an isolated interpreter (no site-packages, no editable installs): nothing to import
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
     probe = ("import importlib.util as u, sys; sys.path.insert(0, sys.argv[1]); "
-             "print(u.find_spec('mamlkit.course.checks') is not None, u.find_spec('mamlkit.solutions'))")
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(site)], capture_output=True, text=True)
-    assert result.stdout.split() == ["True", "None"], result.stdout + result.stderr
+             "print(u.find_spec('mamlkit.course.checks') is not None, u.find_spec('mamlkit.solutions'), "
+             "u.find_spec('solutions'), u.find_spec('instructor'))")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(site)], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.stdout.split() == ["True", "None", "None", "None"], result.stdout + result.stderr

@@ -43,3 +43,14 @@ def test_make_site_builds_what_the_toc_names():
     recipe = re.search(r"^site:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
     assert "cp notebooks/*.ipynb _build/site/notebooks/" in recipe and "cp site/*.yml site/*.md" in recipe
     assert "env -u MAMLKIT_FAST" in recipe  # the site shows full runs, not CI's shortcuts
+    assert "jupyter_server_mathjax" in recipe and "_build/site/_mathjax/mathjax" in recipe  # MathJax, offline
+
+
+def test_config_loads_nothing_from_the_internet():
+    """MathJax from the copy `make site` puts in _mathjax/ (published as _static/mathjax); tests/test_browser.py
+    opens a built page with the network off."""
+    config = yaml.safe_load((SITE / "_config.yml").read_text())["sphinx"]["config"]
+    assert config["html_static_path"] == ["_mathjax"]
+    assert config["mathjax_path"].startswith("mathjax/MathJax.js?config=") and "://" not in config["mathjax_path"]
+    assert config["mathjax2_config"]["HTML-CSS"]["webFont"] == "STIX-Web"  # the fonts jupyter-server-mathjax ships
+    assert config["mathjax3_config"] == {} and config["myst_update_mathjax"] is False  # no MathJax 3 settings

@@ -104,7 +104,7 @@ def test_explorers_redraw_from_python(runs):
 
 def test_check_anil_step_accepts_the_solution(capsys):
     assert variants.check_anil_step(solutions.anil_step)
-    assert capsys.readouterr().out.startswith("✅")
+    assert capsys.readouterr().out.startswith("✔")
 
 
 def _all_params(model, head, x, y, loss_fn, lr):
@@ -145,4 +145,4 @@ def _without_head_only(model, head, x, y, loss_fn, lr):
 def test_check_anil_step_hints(wrong, hint, capsys):
     assert not variants.check_anil_step(wrong)
     out = capsys.readouterr().out
-    assert out.startswith("❌") and hint in out, out
+    assert out.startswith("✘") and hint in out, out

@@ -129,11 +129,11 @@ def test_quiz_feedback_for_every_option():
     q = widgets.quiz("2 + 2?", right=("4", "two and two make four"),
                      wrong={"3": "that is 2 + 1", "22": "that is the digits side by side"})
     q.choice.value = "3"
-    assert q.correct is False and q.feedback.value.startswith("❌") and "2 + 1" in q.feedback.value
+    assert q.correct is False and q.feedback.value.startswith("✘") and "2 + 1" in q.feedback.value
     q.choice.value = "22"
     assert q.correct is False and "side by side" in q.feedback.value
     q.choice.value = "4"
-    assert q.correct is True and q.feedback.value.startswith("✅") and "two and two" in q.feedback.value
+    assert q.correct is True and q.feedback.value.startswith("✔") and "two and two" in q.feedback.value
     assert sorted(q.options) == ["22", "3", "4"] and q.answer == "4"
 
 
@@ -158,7 +158,7 @@ def test_quiz_rejects_incomplete_questions(right, wrong, message):
         widgets.quiz("?", right, wrong)
 
 
-SOURCES = sorted((Path(__file__).resolve().parents[1] / "notebooks" / "_src").glob("[0-9][0-9]_*.py"))
+SOURCES = sorted((Path(__file__).resolve().parents[1] / "course-src").glob("[0-9][0-9]_*.py"))
 
 
 def course_quizzes():

@@ -16,9 +16,9 @@
 # **Prerequisites:** notebooks 01_tasks and 04_maml; homework 1-2.
 #
 # **How this is graded.** Write your code where it says `# YOUR CODE HERE` (delete the
-# `raise NotImplementedError()` line), then run the test cell below it: it prints one line, ✅ or ❌
+# `raise NotImplementedError()` line), then run the test cell below it: it prints one line, ✔ or ✘
 # with a hint. Hidden tests run the same cells with other inputs when your work is graded (the
-# project: other test quadratics): a ✅ is necessary, not sufficient. Do not rename the functions or
+# project: other test quadratics): a ✔ is necessary, not sufficient. Do not rename the functions or
 # change their arguments; do not edit the other cells. Before you submit: *Kernel → Restart Kernel
 # and Run All Cells*.
 
@@ -140,6 +140,6 @@ _hidden_project()
 # %% [markdown]
 # ## Before you submit
 #
-# *Kernel → Restart Kernel and Run All Cells*, check every test cell prints ✅, save, and hand in this
+# *Kernel → Restart Kernel and Run All Cells*, check every test cell prints ✔, save, and hand in this
 # notebook (`nbgrader` users: *Assignments → Submit*). Optional: plot a few adapted curves with
 # `mamlkit.course.plots` to see what your model learned.

@@ -1,5 +1,5 @@
 """Exercise checkers of the course notebooks: each runs the learner's function on small fixed inputs
-against the library and prints ONE line, "✅ ..." or "❌ <what is wrong and a hint>" (the harness of
+against the library and prints ONE line, "✔ ..." or "✘ <what is wrong and a hint>" (the harness of
 ``feedback``), never a traceback; returns True/False. Where a checker knows the typical mistakes, it
 lists them as one ``{hint: wrong_value}`` table for ``feedback.diagnose``.
 

@@ -1,5 +1,5 @@
 """The feedback harness of every exercise checker (``checks``, ``homework``, ``project``, ``characters``):
-a checker prints ONE line, "✅ ..." or "❌ <what is wrong and a hint>", never a traceback, and returns
+a checker prints ONE line, "✔ ..." or "✘ <what is wrong and a hint>", never a traceback, and returns
 True/False. A check raises ``Fail(hint)``; ``diagnose`` turns one ``{hint: wrong_value}`` table of typical
 mistakes into that hint.
 """
@@ -13,6 +13,9 @@ import torch
 from .. import params as P
 
 TOL = dict(rtol=1e-6, atol=1e-8)
+# the marks of every checker and quiz: in DejaVu Sans and the usual system fonts, legible without an emoji font
+# (tests/test_glyphs.py)
+PASS, FAIL = "✔", "✘"
 
 
 class Fail(Exception):
@@ -26,12 +29,12 @@ def checker(check):
         try:
             message = check(fn)
         except Fail as e:
-            print(f"❌ {e}")
+            print(f"{FAIL} {e}")
             return False
         except Exception as e:  # a bug here must still read as one line
-            print(f"❌ could not check your answer: {type(e).__name__}: {first_line(e)}")
+            print(f"{FAIL} could not check your answer: {type(e).__name__}: {first_line(e)}")
             return False
-        print(f"✅ {message}")
+        print(f"{PASS} {message}")
         return True
     return run
 

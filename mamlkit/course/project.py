@@ -135,10 +135,10 @@ def run(sample_tasks, hyperparameters) -> ProjectResult | None:
             run = training.meta_train(project_config(lambda *a: call(sample_tasks, *a), **hyper), progress=False)
         model, theta = run.model, P.detach(P.get_params(run.model))
     except Fail as e:
-        print(f"❌ {e}")
+        print(f"✘ {e}")
         return None
     except Exception as e:  # e.g. a sampler that returns the wrong shapes
-        print(f"❌ meta-training failed: {type(e).__name__}: {first_line(e)}")
+        print(f"✘ meta-training failed: {type(e).__name__}: {first_line(e)}")
         return None
     seconds = time.perf_counter() - start
     print(f"meta-trained for {hyper['meta_steps']} outer steps in {seconds:.1f} s")
@@ -155,7 +155,7 @@ def adapted_mse(model: nn.Module, params: P.Params, tasks: Task, inner_lr: float
 def check_meta_trained(result):
     """hw5: the meta-trained model adapts to new quadratics below the target MSE."""
     if not isinstance(result, ProjectResult):
-        raise Fail("no meta-trained model yet: fix the ❌ above (hyperparameters() or quadratic_tasks)")
+        raise Fail("no meta-trained model yet: fix the ✘ above (hyperparameters() or quadratic_tasks)")
     lr, steps = result.hyper["inner_lr"], result.hyper["inner_steps"]
     tasks = reference_quadratics(100, torch.Generator().manual_seed(2024))
     mse = adapted_mse(result.model, result.params, tasks, lr, steps)

@@ -13,6 +13,7 @@ import random
 import zlib
 
 import ipywidgets as W
+import matplotlib as mpl
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -26,6 +27,7 @@ from . import plots
 from .families import Lines
 
 SLIDER = dict(continuous_update=False, style={"description_width": "initial"})
+BASE_FONT_SIZE = 10.0  # matplotlib's default font.size, the one the explorers' figure sizes are drawn for
 
 
 class Explorer(W.VBox):
@@ -33,7 +35,10 @@ class Explorer(W.VBox):
 
     def __init__(self, controls: dict, draw, figsize=(5.6, 3.2)):
         super().__init__()
-        self.fig = Figure(figsize=figsize, layout="constrained")  # dpi from rcParams: notebook.present() enlarges
+        # figsize is for matplotlib's 10-point text: the figure grows with the font (notebook.present() sets 15
+        # points, and a larger dpi), so titles and legends take the same share of it and still fit
+        scale = mpl.rcParams["font.size"] / BASE_FONT_SIZE
+        self.fig = Figure(figsize=(figsize[0] * scale, figsize[1] * scale), layout="constrained")
         self.ax = self.fig.add_subplot()
         self.controls, self.draw, self.state, self.redraws = controls, draw, {}, 0
         self.output, self.message = W.Output(), W.HTML()
@@ -233,7 +238,7 @@ class Quiz(W.VBox):
             return
         self.correct = change["new"] == self.answer
         why = self.why[change["new"]]
-        self.feedback.value = f"✅ Correct: {why}" if self.correct else f"❌ Not this one: {why} Try another."
+        self.feedback.value = f"✔ Correct: {why}" if self.correct else f"✘ Not this one: {why} Try another."
 
 
 def shuffled(options: list, question: str) -> list:

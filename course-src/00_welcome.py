@@ -41,7 +41,7 @@ assert int(ipywidgets.__version__.split(".")[0]) >= 8, "the course needs ipywidg
 # %%
 button = ipywidgets.Button(description="Click me", button_style="info")
 status = ipywidgets.Label("not clicked yet")
-button.on_click(lambda _: setattr(status, "value", "✅ widgets work: the kernel answered your click"))
+button.on_click(lambda _: setattr(status, "value", "✔ widgets work: the kernel answered your click"))
 ipywidgets.HBox([button, status])
 
 # %% [markdown]
@@ -200,7 +200,7 @@ widgets.quiz("In the chef analogy, what plays the role of the familiar recipe?",
 # ## Exercises
 #
 # Every notebook ends with exercises: a function to fill in, then a `checks.check_*` call that prints
-# one line, ✅ or ❌ with a hint, and returns `True` or `False` (so an instructor can grade a
+# one line, ✔ or ✘ with a hint, and returns `True` or `False` (so an instructor can grade a
 # submission by running it; the `;` that ends each check cell keeps Jupyter from also printing that
 # `True` or `False` under the line). Until you fill it in, the check says "not implemented yet".
 #

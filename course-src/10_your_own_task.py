@@ -85,9 +85,9 @@ ax.set(xlabel="x", ylabel="y", title="four damped-oscillation tasks (dots: 5 sup
 # %%
 widgets.quiz("Predict before you run: check_family on a sampler that draws with torch.rand(...) and no generator "
              "prints …",
-             ("❌ the same seed gave different tasks", "The checker samples twice with the same seed and compares; "
+             ("✘ the same seed gave different tasks", "The checker samples twice with the same seed and compares; "
               "the global random state has moved on, so the tasks differ. The next cell shows the line."),
-             {"✅ (the tasks are random, which is all a sampler needs)": "Random is not enough: the fixed test tasks "
+             {"✔ (the tasks are random, which is all a sampler needs)": "Random is not enough: the fixed test tasks "
               "must be the same for every run and every algorithm, and only a seeded generator gives that.",
               "an error: torch.rand needs a generator": "generator is optional for torch.rand; nothing raises, "
               "which is why the mistake goes unnoticed without a check."})

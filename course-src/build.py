@@ -1,10 +1,13 @@
-"""Build the course notebooks from their sources in ``notebooks/_src/*.py`` (percent format:
-``# %% [markdown]`` and ``# %%`` start cells). The notebooks are written stripped of outputs
+"""Build the course notebooks ``notebooks/NN_name.ipynb`` from their sources ``course-src/NN_name.py``
+(percent format: ``# %% [markdown]`` and ``# %%`` start cells). The notebooks are written stripped of outputs
 (execution_count null), the policy ``tests/test_notebooks_clean.py`` enforces. Each ``#``/``##``
 heading starts a slide: present live with jupyterlab-rise (``Alt+R``; the notebook's ``rise`` metadata
 lets long slides scroll), export with ``make slides`` (``jupyter nbconvert --to slides``); tests/test_slides.py.
 
-    python notebooks/_build.py            # rebuild every notebook
+    python course-src/build.py            # rebuild every notebook
+    python course-src/build.py 04         # rebuild the notebooks whose name contains 04
+
+The sources and this builder live outside ``notebooks/`` so that the folder a learner opens holds only the course.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 
 import nbformat
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # course-src/: the sources
+NOTEBOOKS = HERE.parent / "notebooks"  # what learners open: the built notebooks and nothing else
 MARKER = re.compile(r"^# %%( \[markdown\])?\s*$", re.M)
 HEADING = re.compile(r"#{1,2} ")  # a `#` or `##` heading starts a slide
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -44,13 +48,13 @@ def build(source: Path) -> Path:
     for i, cell in enumerate(nb.cells):
         cell.id = f"{source.stem[:2]}-{i:02d}"
     nbformat.validate(nb)
-    target = HERE / f"{source.stem}.ipynb"
+    target = NOTEBOOKS / f"{source.stem}.ipynb"
     nbformat.write(nb, target)
     return target
 
 
 if __name__ == "__main__":
     names = sys.argv[1:]
-    for src in sorted((HERE / "_src").glob("*.py")):
+    for src in sorted(HERE.glob("[0-9][0-9]_*.py")):
         if not names or any(n in src.stem for n in names):
             print("wrote", build(src).relative_to(HERE.parent))
