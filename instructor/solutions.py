@@ -14,6 +14,7 @@ import torch
 
 from mamlkit.course.checks import NOTATION as _NOTATION
 from mamlkit.params import forward
+from mamlkit.tasks import Task
 
 # 00_welcome: the notation table, symbol -> name in code (public: notebook 00 prints it, its checker holds it)
 NOTATION = dict(_NOTATION)
@@ -85,3 +86,31 @@ def significant(errors_a, errors_b):
     d = errors_a - errors_b
     mean, ci = d.mean(), 1.96 * d.std() / math.sqrt(len(d))
     return bool(abs(mean) > ci)
+
+
+def clusters_sample(self, n, split, shots, queries, generator, device="cpu"):
+    """10_your_own_task: ``Clusters.sample`` — N-way 2-D point clusters, one rotation per task, labels
+    0…ways−1 in every task, every random number from ``generator``."""
+    ways, per_class = self.ways, shots + queries
+    centres = 4 * torch.rand(n, ways, 1, 2, generator=generator) - 2
+    points = centres + 0.3 * torch.randn(n, ways, per_class, 2, generator=generator)
+    angle = 2 * math.pi * torch.rand(n, 1, 1, generator=generator)
+    rotation = torch.cat([torch.cat([angle.cos(), -angle.sin()], 2), torch.cat([angle.sin(), angle.cos()], 2)], 1)
+    points = points @ rotation[:, None].transpose(-1, -2)  # (n, ways, per_class, 2), each task rotated
+    labels = torch.arange(ways).expand(n, ways)[..., None].expand(n, ways, per_class)
+
+    def take(part):
+        return points[:, :, part].reshape(n, -1, 2), labels[:, :, part].reshape(n, -1)
+
+    (xs, ys), (xq, yq) = take(slice(0, shots)), take(slice(shots, None))
+    return Task(xs, ys, xq, yq).to(device)
+
+
+def anil_step(model, head, x, y, loss_fn, inner_lr):
+    """09_beyond_maml: one SGD step on the head only (the body is the model's own), keeping the graph."""
+    from mamlkit import anil
+
+    with anil.head_only(model):
+        loss = loss_fn(forward(model, head, x), y)
+    grads = torch.autograd.grad(loss, list(head.values()), create_graph=True)
+    return {k: v - inner_lr * g for (k, v), g in zip(head.items(), grads)}

@@ -94,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the papers; default) or cosine from --outer-lr to 0 (MAML++)")
     t.add_argument("--init", choices=list(INITS), help="MLP weights: maml (the authors' truncated normal, "
                    "σ = 0.01; default) or torch (PyTorch's default)")
+    for name, what in (("lslr", "learned per-layer per-step inner step sizes"), ("msl", "the multi-step loss"),
+                       ("doa", "derivative-order annealing (first order early)")):
+        t.add_argument(f"--no-{name}", action="store_true", default=None, help=f"MAML++: without {what} "
+                       "(default: on)")
+    t.add_argument("--msl-iterations", type=int, help="MAML++: iterations over which the multi-step loss's "
+                   "weights anneal to the last step (default: a tenth of --iterations)")
+    t.add_argument("--first-order-iterations", type=int, help="MAML++: first-order meta-gradients for this many "
+                   "iterations, second order after (default: a third of --iterations)")
+    t.add_argument("--imaml-lambda", type=float, help="iMAML: λ of the proximal term λ/2 |φ − θ|² (default: 10 sine, "
+                   "2 omniglot; larger keeps I + H/λ positive definite, smaller adapts further)")
+    t.add_argument("--cg-steps", type=int, help="iMAML: conjugate-gradient iterations for the implicit gradient "
+                   "(default 5; the largest relative CG residual is logged per history line)")
     t.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="adapt the meta-batch as one vmap computation (default: when the model allows it)")
     t.add_argument("--max-memory", type=float, metavar="MB", help="batched: process the meta-batch in chunks "
@@ -136,14 +148,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 # Config fields set by a train flag of the same name (others: see ``_asked``).
 _FLAGS = ("task", "algo", "iterations", "inner_lr", "outer_lr", "inner_steps", "meta_batch_size", "shots", "queries",
           "seed", "inner_optimizer", "inner_batch", "batched", "val_every", "val_tasks", "ways", "split",
-          "checkpoint_every", "outer_schedule", "init", "max_memory")
+          "checkpoint_every", "outer_schedule", "init", "max_memory", "msl_iterations", "first_order_iterations",
+          "imaml_lambda", "cg_steps")
 _NEW_RUN = dict(task="sinusoid", algo="maml", seed=0, ways=5, split="maml", val_every=1000, val_tasks=100,
                 checkpoint_every=1000)
 
 
 def _flag(name: str) -> str:
-    return {"keep_inner_state": "--fresh-inner-state", "anneal": "--no-anneal"}.get(name,
-                                                                                     f"--{name.replace('_', '-')}")
+    special = {"keep_inner_state": "--fresh-inner-state", "anneal": "--no-anneal", "lslr": "--no-lslr",
+               "msl": "--no-msl", "doa": "--no-doa"}
+    return special.get(name, f"--{name.replace('_', '-')}")
 
 
 def _asked(args) -> dict:
@@ -151,6 +165,8 @@ def _asked(args) -> dict:
     asked = {name: getattr(args, name) for name in _FLAGS}
     asked["keep_inner_state"] = False if args.fresh_inner_state else None
     asked["anneal"] = False if args.no_anneal else None
+    for name in ("lslr", "msl", "doa"):
+        asked[name] = False if getattr(args, f"no_{name}") else None
     return asked
 
 
@@ -236,6 +252,9 @@ def train(args) -> int:
                 print(f"note: no checkpoint at {out} yet: starting a new run there", file=sys.stderr)
             config = Config(**{**_NEW_RUN, **{k: v for k, v in asked.items() if v is not None},
                                "data_dir": args.data_dir}).resolved()
+        if args.fresh_inner_state and config.algo != "reptile":
+            raise ValueError(f"--fresh-inner-state is an option of --algo reptile (its inner Adam's state), not of "
+                             f"{config.algo}: drop it, or use --algo reptile")
         if config.algo != "reptile" and config.inner_optimizer != "sgd":
             raise ValueError(f"--inner-optimizer {config.inner_optimizer} is Reptile's inner optimizer; {config.algo} "
                              "adapts with SGD as in the paper: drop --inner-optimizer, or use --algo reptile")
@@ -298,7 +317,8 @@ def evaluate(args) -> int:
                                   transductive=not args.non_transductive, report=steps or None, **protocol)
         if most is not None:
             row["protocol"]["inner_steps"] = most
-        row["steps"] = steps or ([1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]])
+        default = [1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]]
+        row["steps"] = steps or ([0] if row["scored"] == [0] else default)  # [0]: no fine-tuning (protonet)
         rows.append(row)
     print(report.as_json(rows) if args.json else report.tables(rows, args.tasks))
     return 0

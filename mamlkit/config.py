@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from . import families
+from . import algorithms, families
 from .data.omniglot import SPLITS as CHARACTER_SPLITS
 from .inner import OPTIMIZERS
 
-ALGOS = ("maml", "fomaml", "reptile", "pretrain")
 SCHEDULES = ("constant", "cosine")  # the outer step size over training
+ALGOS = ("maml", "fomaml", "reptile", "pretrain", *algorithms.REGISTRY)  # the lesson's, then algorithms.py's
+MAMLPP_SWITCHES = ("lslr", "msl", "doa")  # each on by default with algo "mamlpp" (see mamlpp.py)
+METRIC_ONLY = ("protonet",)  # algorithms for classification families only (no inner loop to run on regression)
 
 
 def paper_defaults(task: str, algo: str, ways: int = 5) -> dict:
@@ -47,8 +49,15 @@ class Config:
     inner_optimizer: str | None = None
     inner_batch: int | None = None  # Reptile: examples per inner step (None: the whole support set)
     keep_inner_state: bool | None = None  # Reptile with Adam: carry the inner Adam's state across tasks
-    anneal: bool = True
+    anneal: bool = True  # Reptile: ε annealed linearly to 0
     outer_schedule: str | None = None  # "constant" (the papers) or "cosine" (β·(1 + cos(π·t/T))/2, MAML++)
+    lslr: bool | None = None  # MAML++: learned per-layer per-step inner step sizes (default on)
+    msl: bool | None = None  # MAML++: the multi-step loss (default on)
+    doa: bool | None = None  # MAML++: derivative-order annealing (default on)
+    msl_iterations: int | None = None  # MAML++: iterations over which MSL's weights anneal (default iterations // 10)
+    first_order_iterations: int | None = None  # MAML++ DOA: first-order iterations (default iterations // 3)
+    imaml_lambda: float | None = None  # iMAML: λ of the proximal term λ/2 |φ − θ|² (default: the family's, sine 10)
+    cg_steps: int | None = None  # iMAML: conjugate-gradient iterations of the implicit gradient (default 5)
     batched: bool | None = None
     max_memory: float | None = None  # MB for the batched path's graph: the meta-batch in chunks that fit
     val_every: int = 1000
@@ -63,11 +72,48 @@ class Config:
         """A copy with every ``None`` replaced by its default, after validating the choices."""
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
-        families.get(self.task)  # a registered family, or a clear error
+        family = families.get(self.task)  # a registered family, or a clear error
+        if self.algo in METRIC_ONLY and family.metric != "accuracy":
+            raise ValueError(f"algo {self.algo!r} classifies by the distance to class prototypes: it needs a "
+                             f"classification task (e.g. --task omniglot), not {family.name!r} ({family.metric})")
         defaults = {"inner_optimizer": "sgd", "keep_inner_state": False, "outer_schedule": "constant",
                     **paper_defaults(self.task, self.algo, self.ways)}
         cfg = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         cfg.validate()
+        return cfg.check_options()
+
+    def check_options(self) -> Config:
+        """Refuse an algorithm's own option given with another algorithm (one line, saying what to drop);
+        fill MAML++'s defaults."""
+        own = {"anneal": ("reptile", self.anneal is False, "--no-anneal")}
+        own.update({name: ("mamlpp", getattr(self, name) is not None, f"--no-{name}") for name in MAMLPP_SWITCHES})
+        own.update({name: ("mamlpp", getattr(self, name) is not None, f"--{name.replace('_', '-')}")
+                    for name in ("msl_iterations", "first_order_iterations")})
+        own.update({name: ("imaml", getattr(self, name) is not None, f"--{name.replace('_', '-')}")
+                    for name in ("imaml_lambda", "cg_steps")})
+        for name, (algo, given, flag) in own.items():
+            if given and self.algo != algo:
+                raise ValueError(f"{name}={getattr(self, name)!r} ({flag}) is an option of algo {algo!r}, not of "
+                                 f"{self.algo!r}: drop it, or use --algo {algo}")
+        if self.algo == "imaml":
+            from .imaml import check_settings
+
+            check_settings(self.imaml_lambda, self.cg_steps)
+        if self.algo != "mamlpp":
+            return self
+        cfg = replace(self, **{k: True for k in MAMLPP_SWITCHES if getattr(self, k) is None})
+        for switch, name, default in (("msl", "msl_iterations", cfg.iterations // 10),
+                                      ("doa", "first_order_iterations", cfg.iterations // 3)):
+            value = getattr(cfg, name)
+            if not getattr(cfg, switch):
+                if value is not None:
+                    raise ValueError(f"{name} is used by {switch} only: drop --{name.replace('_', '-')} "
+                                     f"or --no-{switch}")
+                continue
+            value = default if value is None else value
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            cfg = replace(cfg, **{name: value})
         return cfg
 
     def validate(self) -> None:

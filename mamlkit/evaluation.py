@@ -141,7 +141,7 @@ def _evaluate_batched(model, params, tasks: Task, loss_fn, protocol: Protocol, m
     batch_predict = torch.func.vmap(lambda p, xs, xq: predict(model, p, xs, xq, protocol.transductive))
 
     def one_step(p, x, y, *m, t: int):
-        p, end = loop.step(model, loss_fn, p, AdamState(t, *m) if m else None, x, y)
+        p, end = loop.step(model, loss_fn, p, AdamState(t, *m) if m else None, x, y, index=t - step0)
         return (p,) if end is None else (p, end.exp_avg, end.exp_avg_sq)
 
     rows = []

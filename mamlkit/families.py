@@ -40,8 +40,15 @@ QUERY_POINTS = 100  # fresh query points per sine test task
 # validation tasks (README).
 _SINE = dict(iterations=70_000, inner_lr=0.01, outer_lr=0.001, inner_steps=1, meta_batch_size=25,
              shots=10, queries=10)
+# Meta-SGD and ANIL: the MAML protocol (Meta-SGD's α starts at inner_lr); MAML++: 5 inner steps, as its paper,
+# so that the multi-step loss has steps to weigh.
 GENERIC = {"maml": _SINE, "fomaml": _SINE, "pretrain": _SINE,
-           "reptile": dict(_SINE, outer_lr=1.0, inner_steps=10)}
+           "reptile": dict(_SINE, outer_lr=1.0, inner_steps=10),
+           "metasgd": _SINE, "anil": _SINE, "mamlpp": dict(_SINE, inner_steps=5),
+           "imaml": dict(_SINE, inner_lr=0.03, inner_steps=10, imaml_lambda=10.0, cg_steps=5)}
+# iMAML on sine waves: λ = 10 (with λ = 2 the proximal system I + H/λ was indefinite on many tasks, CG residuals
+# up to 400 in a 400-iteration probe), 10 proximal steps of 0.03 (contraction 1 − 0.03 λ = 0.7 per step);
+# chosen by a short probe, not tuned (README). Fine-tuned at test with the same proximal steps (protocol).
 
 
 class Family:
@@ -74,8 +81,10 @@ class Family:
         return GENERIC[algo]
 
     def protocol(self, algo: str, ways: int) -> dict:
-        """How a model trained with ``algo`` is fine-tuned at meta-test."""
-        return dict(shots=5, inner_lr=0.01, inner_steps=10, inner_optimizer="sgd")
+        """How a model trained with ``algo`` is fine-tuned at meta-test (iMAML: its proximal steps, with the
+        step size it trained with)."""
+        lr = GENERIC["imaml"]["inner_lr"] if algo == "imaml" else 0.01
+        return dict(shots=5, inner_lr=lr, inner_steps=10, inner_optimizer="sgd")
 
 
 class Sinusoid(Family):
@@ -101,13 +110,24 @@ _OMNIGLOT = dict(iterations=60_000, inner_lr=0.4, outer_lr=0.001, inner_steps=1,
                  shots=1, queries=15)
 OMNIGLOT = {"maml": _OMNIGLOT, "fomaml": _OMNIGLOT, "pretrain": _OMNIGLOT,
             "reptile": dict(iterations=100_000, inner_lr=0.001, outer_lr=1.0, inner_steps=5, meta_batch_size=5,
-                            shots=10, queries=5, inner_optimizer="adam", inner_batch=10, keep_inner_state=True)}
+                            shots=10, queries=5, inner_optimizer="adam", inner_batch=10, keep_inner_state=True),
+            "metasgd": _OMNIGLOT, "anil": _OMNIGLOT, "mamlpp": dict(_OMNIGLOT, inner_lr=0.1, inner_steps=5),
+            # iMAML: λ = 2, 10 proximal steps of 0.2, 5 CG steps (not tuned here); prototypical networks: the outer
+            # Adam of 0.001 as Snell et al., 4 five-way episodes per update (they train on 60-way episodes);
+            # inner_lr and inner_steps are unused by protonet (no inner loop)
+            "imaml": dict(_OMNIGLOT, inner_lr=0.2, inner_steps=10, imaml_lambda=2.0, cg_steps=5),
+            "protonet": dict(_OMNIGLOT, iterations=20_000, meta_batch_size=4)}
 _WIDE_MAML = dict(inner_lr=0.1, inner_steps=5, meta_batch_size=16)
-OMNIGLOT_WIDE = {"maml": _WIDE_MAML, "fomaml": _WIDE_MAML, "pretrain": _WIDE_MAML,
+OMNIGLOT_WIDE = {"maml": _WIDE_MAML, "fomaml": _WIDE_MAML, "pretrain": _WIDE_MAML, "metasgd": _WIDE_MAML,
+                 "anil": _WIDE_MAML, "mamlpp": _WIDE_MAML, "imaml": dict(meta_batch_size=16), "protonet": {},
                  "reptile": dict(iterations=200_000, inner_lr=0.0005, inner_steps=10, inner_batch=20)}
 OMNIGLOT_TEST = {"sgd": dict(shots=1, inner_lr=0.4, inner_steps=3, inner_optimizer="sgd"),
+                 "mamlpp": dict(shots=1, inner_lr=0.1, inner_steps=5, inner_optimizer="sgd"),
+                 "imaml": dict(shots=1, inner_lr=0.2, inner_steps=10, inner_optimizer="sgd"),
                  "adam": dict(shots=1, inner_lr=0.001, inner_steps=50, inner_optimizer="adam")}
-OMNIGLOT_TEST_WIDE = {"sgd": dict(inner_lr=0.1, inner_steps=5), "adam": dict(inner_lr=0.0005)}
+OMNIGLOT_TEST_WIDE = {"sgd": dict(inner_lr=0.1, inner_steps=5), "mamlpp": dict(inner_lr=0.1, inner_steps=5),
+                      "imaml": {},
+                      "adam": dict(inner_lr=0.0005)}
 
 
 @lru_cache(maxsize=4)
@@ -143,7 +163,7 @@ class Omniglot(Family):
         return Omniglot(config.ways, config.data_dir, config.split, config.queries or 15)
 
     def model(self, config) -> nn.Module:
-        return Conv4(config.ways)
+        return Conv4(config.ways, head=config.algo != "protonet")  # prototypical networks: the embedding only
 
     def sample(self, n, split, shots, queries, generator, device="cpu"):
         where = (self.data_dir, self.split, split)
@@ -156,7 +176,7 @@ class Omniglot(Family):
         return {**OMNIGLOT[algo], **(OMNIGLOT_WIDE[algo] if ways >= WIDE_WAYS else {})}
 
     def protocol(self, algo, ways):
-        kind = "adam" if algo == "reptile" else "sgd"
+        kind = {"reptile": "adam", "mamlpp": "mamlpp", "imaml": "imaml"}.get(algo, "sgd")
         return {**OMNIGLOT_TEST[kind], **(OMNIGLOT_TEST_WIDE[kind] if ways >= WIDE_WAYS else {})}
 
 

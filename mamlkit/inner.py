@@ -98,6 +98,24 @@ class Adam:
         return new, AdamState(t, m, s)
 
 
+@dataclass(frozen=True)
+class StepwiseSGD:
+    """SGD with a step size per inner step: ``lr[k][s]`` is the step size of parameter ``k`` at step ``s``
+    (MAML++'s LSLR, one learned number per layer and step); steps past the last use the last one."""
+
+    lr: Params
+
+    def init(self, params: Params) -> None:
+        return None
+
+    def at(self, step: int) -> SGD:
+        """The plain SGD of inner step ``step``."""
+        return SGD({k: v[min(step, v.shape[0] - 1)] for k, v in self.lr.items()})
+
+    def update(self, params: Params, grads: Params, state: None = None) -> tuple[Params, None]:
+        raise TypeError("StepwiseSGD has a step size per inner step: use .at(step).update, as InnerLoop.step does")
+
+
 def _sqrt(s: Tensor) -> Tensor:
     """``s.sqrt()``; differentiated, zero where ``s`` is zero (a parameter whose gradient is exactly zero,
     e.g. behind a dead ReLU) instead of ``0 · ∞ = NaN``. The same values either way."""
@@ -156,7 +174,7 @@ class InnerLoop:
     the gradient out of the graph (FOMAML, Reptile, evaluation); ``batch`` = b trains step ``s`` on
     examples ``s·b … s·b + b − 1`` (Reptile's mini-batches, see ``reptile.minibatch_order``)."""
 
-    optimizer: SGD | Adam
+    optimizer: SGD | Adam | StepwiseSGD
     steps: int = 1
     first_order: bool = False
     batch: int | None = None
@@ -175,10 +193,12 @@ class InnerLoop:
         """``steps`` SGD steps of ``lr`` (MAML's inner loop)."""
         return cls(SGD(lr), steps, first_order)
 
-    def step(self, model: nn.Module, loss_fn: LossFn, params: Params, state, x: Tensor, y: Tensor):
-        """One inner update; returns ``(params, state)``. The one place that decides second order."""
+    def step(self, model: nn.Module, loss_fn: LossFn, params: Params, state, x: Tensor, y: Tensor, index: int = 0):
+        """Inner update number ``index`` (0-based; it matters to ``StepwiseSGD`` only); returns ``(params,
+        state)``. The one place that decides second order."""
         g = support_grads(model, loss_fn, params, x, y, create_graph=not self.first_order)
-        return self.optimizer.update(params, g, state)
+        optimizer = self.optimizer.at(index) if isinstance(self.optimizer, StepwiseSGD) else self.optimizer
+        return optimizer.update(params, g, state)
 
     def trajectory(self, model: nn.Module, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, state=None,
                    graph: bool = True) -> tuple[list[Params], object]:
@@ -191,7 +211,7 @@ class InnerLoop:
         state = self.optimizer.init(params) if state is None else state
         path = [params]
         for s in range(self.steps):
-            params, state = loop.step(model, loss_fn, params, state, *step_batch(x, y, s, self.batch))
+            params, state = loop.step(model, loss_fn, params, state, *step_batch(x, y, s, self.batch), index=s)
             if not graph:
                 params = {k: v.detach() for k, v in params.items()}
             path.append(params)

@@ -73,13 +73,20 @@ def under_transform() -> bool:
 class Conv4(nn.Sequential):
     """The MAML paper's Omniglot network: 4 × [conv 3×3, 64, stride 2 → BatchNorm → ReLU], then a
     linear layer (28 → 14 → 7 → 4 → 2 pixels, 64·2·2 = 256 features) to ``ways`` classes.
+
+    ``head=False`` leaves out the linear layer: the network returns its ``features`` (256) per image, the
+    embedding prototypical networks compare (``protonet.py``). The parameter names of the body are the
+    same either way (``0.weight`` … ``9.bias``).
     """
 
-    def __init__(self, ways: int = 5, channels: int = 64, in_channels: int = 1, image_size: int = 28):
+    def __init__(self, ways: int = 5, channels: int = 64, in_channels: int = 1, image_size: int = 28,
+                 head: bool = True):
         layers = []
         for i in range(4):
             layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, stride=2, padding=1),
                        BatchNorm(channels), nn.ReLU()]
             image_size = (image_size + 1) // 2
-        super().__init__(*layers, nn.Flatten(), nn.Linear(channels * image_size * image_size, ways))
-        self.ways = ways
+        features = channels * image_size * image_size
+        super().__init__(*layers, nn.Flatten(), *([nn.Linear(features, ways)] if head else []))
+        self.features = features
+        self.ways = ways if head else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from . import families
+from . import algorithms, families
 from . import params as P
 from .checkpoint import broken_content, load_run_state
 from .config import Config
@@ -40,6 +40,9 @@ class Run:
     iteration: int = 0
     history: dict = field(default_factory=lambda: {"iteration": [], "train_loss": [], "val_metric": []})
     inner_state: AdamState | None = None  # Reptile's inner Adam state, when kept across tasks
+    inner_params: dict = field(default_factory=dict)  # learned inner-loop parameters (Meta-SGD's α, MAML++'s)
+    pending: dict = field(default_factory=dict)  # per-iteration diagnostics until the next history line (iMAML's
+    # CG residual); not saved: every checkpoint follows a history line, which empties it
 
     @property
     def family(self) -> families.Family:
@@ -54,6 +57,7 @@ class Run:
             "iteration": self.iteration,
             "history": self.history,
             "inner_state": None if self.inner_state is None else self.inner_state.state_dict(),
+            "inner_params": {k: v.detach() for k, v in self.inner_params.items()},
         }
 
 
@@ -63,9 +67,13 @@ def new_run(config: Config, device="cpu", model: nn.Module | None = None) -> Run
     torch.manual_seed(config.seed)
     family = families.get(config.task).configured(config)
     model = (family.model(config) if model is None else model).to(device)
-    optimizer = None if config.algo == "reptile" else torch.optim.Adam(model.parameters(), lr=config.outer_lr)
+    algorithm = algorithms.get(config.algo)
+    inner_params = {} if algorithm is None else algorithm.inner_params(config, model)
+    optimizer = None if config.algo == "reptile" else torch.optim.Adam([*model.parameters(), *inner_params.values()],
+                                                                       lr=config.outer_lr)
     inner_state = AdamState.zeros(P.get_params(model)) if config.keep_inner_state else None
-    return Run(config, model, optimizer, torch.Generator().manual_seed(config.seed), inner_state=inner_state)
+    return Run(config, model, optimizer, torch.Generator().manual_seed(config.seed), inner_state=inner_state,
+               inner_params=inner_params)
 
 
 def load_run(path, device="cpu", iterations: int | None = None, model: nn.Module | None = None) -> Run:
@@ -77,6 +85,7 @@ def load_run(path, device="cpu", iterations: int | None = None, model: nn.Module
             config = replace(config, iterations=iterations)
         run = new_run(config, device, model)
         run.model.load_state_dict(state["model"])
+        _load_inner_params(run, state.get("inner_params") or {})
         if run.optimizer is not None:
             run.optimizer.load_state_dict(state["optimizer"])
         run.generator.set_state(state["rng"]["tasks"])
@@ -84,6 +93,17 @@ def load_run(path, device="cpu", iterations: int | None = None, model: nn.Module
         if run.inner_state is not None and state.get("inner_state") is not None:  # older checkpoints: fresh state
             run.inner_state = AdamState.from_state_dict(state["inner_state"], device)
     return run
+
+
+def _load_inner_params(run: Run, saved: dict) -> None:
+    """Copy the saved learned inner-loop parameters into the run's (before the optimizer's state, which
+    refers to them). A checkpoint written before they existed has none, and its algorithm needs none."""
+    if saved.keys() != run.inner_params.keys():
+        raise ValueError(f"its learned inner-loop parameters {sorted(saved)[:3]} do not match the "
+                         f"{run.config.algo} run's {sorted(run.inner_params)[:3]}")
+    with torch.no_grad():
+        for k, v in run.inner_params.items():
+            v.copy_(saved[k])
 
 
 def load_model(path, device="cpu") -> tuple[nn.Module, Config]:

@@ -1,5 +1,6 @@
-"""Meta-training for MAML, First-Order MAML, Reptile and the pretrained baseline on any task family
-(one loop, the algorithm chosen by name), with checkpoints that resume exactly.
+"""Meta-training for MAML, First-Order MAML, Reptile, the pretrained baseline and the algorithms of
+``algorithms.py`` (Meta-SGD, ANIL, MAML++, iMAML, prototypical networks) on any task family (one loop, the
+algorithm chosen by name), with checkpoints that resume exactly.
 
 Introduced in notebook 04_maml.
 """
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import distributed, families, maml, reptile
+from . import algorithms, distributed, families, maml, reptile
 from . import params as P
 from .batched import check_batchable, prefer_batched
 from .checkpoint import save_checkpoint
@@ -71,13 +72,16 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
         reptile.apply_params(params, new)
         return move
     run.optimizer.zero_grad(set_to_none=True)
-    if cfg.algo == "pretrain":
+    algorithm = algorithms.get(cfg.algo)
+    if algorithm is not None:  # Meta-SGD, ANIL, MAML++, …: see algorithms.py
+        loss = algorithm.meta_backward(run, mine, batched, weight)
+    elif cfg.algo == "pretrain":
         loss = joint_loss(model, params, mine, loss_fn)
         (loss * weight).backward()
     else:
         inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps, cfg.first_order)
         loss = maml.meta_backward(model, params, mine, loss_fn, inner, batched, weight, cfg.max_memory)
-    distributed.all_reduce_([p.grad for p in params.values()])
+    distributed.all_reduce_([p.grad for p in [*params.values(), *run.inner_params.values()] if p.grad is not None])
     for group in run.optimizer.param_groups:
         group["lr"] = outer_lr(cfg, run.iteration)
     run.optimizer.step()
@@ -98,6 +102,11 @@ def evaluate_run(run: Run, tasks: Task, transductive: bool = True, report=None, 
     state fine-tunes every task from that state."""
     cfg = run.config
     protocol = {**eval_protocol(cfg.task, cfg.algo, cfg.ways), **{k: v for k, v in overrides.items() if v is not None}}
+    algorithm = algorithms.get(cfg.algo)
+    if algorithm is not None:
+        if protocol["inner_optimizer"] != "sgd":
+            raise ValueError(f"{cfg.algo} fine-tunes with SGD: drop --inner-optimizer {protocol['inner_optimizer']}")
+        return algorithm.evaluate(run, tasks, protocol, transductive, report)
     loop = InnerLoop(by_name(protocol["inner_optimizer"], protocol["inner_lr"]), protocol["inner_steps"])
     state = run.inner_state if protocol["inner_optimizer"] == "adam" else None
     return evaluate(run.model, P.get_params(run.model), tasks, run.family.loss,
@@ -157,8 +166,13 @@ def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
     history["train_loss"].append(float(losses.mean()))
     validated = run.iteration % cfg.val_every == 0 or done
     history["val_metric"].append(float(evaluate_run(run, val_tasks).mean[-1]) if validated else float("nan"))
+    for key, values in run.pending.items():  # e.g. iMAML's CG residual: the largest since the last line
+        column = history.setdefault(key, [])
+        column += [float("nan")] * (len(history["iteration"]) - 1 - len(column)) + [max(values)]
+    run.pending.clear()
     last = next((v for v in reversed(history["val_metric"]) if v == v), float("nan"))  # the latest measured
-    bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", val=f"{last:.3f}")
+    extra = {"cg_res": f"{history['cg_residual'][-1]:.2g}"} if "cg_residual" in history else {}
+    bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", val=f"{last:.3f}", **extra)
 
 
 def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, **options) -> dict:
@@ -173,6 +187,9 @@ def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, 
     if data_dir is not None:
         run.config = replace(run.config, data_dir=str(data_dir))
     cfg, transductive, report = run.config, options.pop("transductive", True), options.pop("report", None)
+    algorithm = algorithms.get(cfg.algo)
+    if options.get("inner_lr") is not None and algorithm is not None and algorithm.learned_lr and run.inner_params:
+        raise ValueError(f"{path} ({cfg.algo}) fine-tunes with its learned step sizes: drop --inner-lr")
     protocol = {**eval_protocol(cfg.task, cfg.algo, cfg.ways), **{k: v for k, v in options.items() if v is not None}}
     tasks = run.family.fixed_tasks("test", n_tasks, protocol["shots"], device=device)
     result = evaluate_run(run, tasks, transductive, report, **{k: v for k, v in protocol.items() if k != "shots"})
