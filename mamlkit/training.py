@@ -154,7 +154,10 @@ def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
     history["iteration"].append(run.iteration)
     history["train_loss"].append(float(losses.mean()))
     validated = run.iteration % cfg.val_every == 0 or done
-    history["val_metric"].append(float(evaluate_run(run, val_tasks).mean[-1]) if validated else float("nan"))
+    algorithm = algorithms.get(cfg.algo)
+    # learned step sizes were learned for the trained number of steps; more steps extrapolate them (and can diverge)
+    steps = {"inner_steps": cfg.inner_steps} if algorithm is not None and algorithm.learned_lr else {}
+    history["val_metric"].append(float(evaluate_run(run, val_tasks, **steps).mean[-1]) if validated else float("nan"))
     last = next((v for v in reversed(history["val_metric"]) if v == v), float("nan"))  # the latest measured
     bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", val=f"{last:.3f}")
 
