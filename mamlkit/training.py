@@ -180,6 +180,8 @@ def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, 
     protocol = {**eval_protocol(cfg.task, cfg.algo, cfg.ways), **{k: v for k, v in options.items() if v is not None}}
     tasks = run.family.fixed_tasks("test", n_tasks, protocol["shots"], device=device)
     result = evaluate_run(run, tasks, transductive, report, **{k: v for k, v in protocol.items() if k != "shots"})
+    if algorithm is not None and algorithm.learned_lr and run.inner_params:
+        protocol["inner_lr"] = "learned"  # what the table and the JSON say: not the family's number
     return {"checkpoint": str(path), "algo": cfg.algo, "task": cfg.task, "metric": result.metric,
             "ways": cfg.ways if cfg.task == "omniglot" else None,
             "protocol": {**protocol, "transductive": transductive},

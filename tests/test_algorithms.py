@@ -328,6 +328,7 @@ def test_checkpoints_without_inner_params_still_load(tmp_path):
     assert runs.load_run(out).inner_params == {}
     out = tmp_path / "metasgd.pt"
     training.meta_train(Config(algo="metasgd", **FAST), out, progress=False)
+    assert training.evaluate_checkpoint(out, 5, "cpu")["protocol"]["inner_lr"] == "learned"
     with pytest.raises(ValueError, match="learned step sizes: drop --inner-lr"):
         training.evaluate_checkpoint(out, 5, "cpu", inner_lr=0.1)
 
