@@ -165,7 +165,10 @@ def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:
     history["iteration"].append(run.iteration)
     history["train_loss"].append(float(losses.mean()))
     validated = run.iteration % cfg.val_every == 0 or done
-    history["val_metric"].append(float(evaluate_run(run, val_tasks).mean[-1]) if validated else float("nan"))
+    algorithm = algorithms.get(cfg.algo)
+    # learned step sizes were learned for the trained number of steps; more steps extrapolate them (and can diverge)
+    steps = {"inner_steps": cfg.inner_steps} if algorithm is not None and algorithm.learned_lr else {}
+    history["val_metric"].append(float(evaluate_run(run, val_tasks, **steps).mean[-1]) if validated else float("nan"))
     for key, values in run.pending.items():  # e.g. iMAML's CG residual: the largest since the last line
         column = history.setdefault(key, [])
         column += [float("nan")] * (len(history["iteration"]) - 1 - len(column)) + [max(values)]
@@ -193,6 +196,8 @@ def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, 
     protocol = {**eval_protocol(cfg.task, cfg.algo, cfg.ways), **{k: v for k, v in options.items() if v is not None}}
     tasks = run.family.fixed_tasks("test", n_tasks, protocol["shots"], device=device)
     result = evaluate_run(run, tasks, transductive, report, **{k: v for k, v in protocol.items() if k != "shots"})
+    if algorithm is not None and algorithm.learned_lr and run.inner_params:
+        protocol["inner_lr"] = "learned"  # what the table and the JSON say: not the family's number
     return {"checkpoint": str(path), "algo": cfg.algo, "task": cfg.task, "metric": result.metric,
             "ways": cfg.ways if cfg.task == "omniglot" else None,
             "protocol": {**protocol, "transductive": transductive},

@@ -292,6 +292,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch,
 def test_the_learned_inner_params_are_what_evaluation_uses(tmp_path):
     tasks = families.get("sinusoid").fixed_tasks("val", 10, 5)
     run = training.meta_train(Config(algo="metasgd", **FAST), progress=False)
+    val = families.get("sinusoid").fixed_tasks("val", FAST["val_tasks"], 5)
+    assert run.history["val_metric"][-1] == float(training.evaluate_run(run, val, inner_steps=1).mean[-1])
     with torch.no_grad():
         for v in run.inner_params.values():
             v.zero_()
@@ -326,6 +328,7 @@ def test_checkpoints_without_inner_params_still_load(tmp_path):
     assert runs.load_run(out).inner_params == {}
     out = tmp_path / "metasgd.pt"
     training.meta_train(Config(algo="metasgd", **FAST), out, progress=False)
+    assert training.evaluate_checkpoint(out, 5, "cpu")["protocol"]["inner_lr"] == "learned"
     with pytest.raises(ValueError, match="learned step sizes: drop --inner-lr"):
         training.evaluate_checkpoint(out, 5, "cpu", inner_lr=0.1)
 
