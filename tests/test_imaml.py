@@ -296,15 +296,15 @@ def test_a_run_is_evaluated_with_its_proximal_steps():
     from mamlkit.config import Config
     from mamlkit.evaluation import Protocol, evaluate
 
-    run = training.meta_train(Config(algo="imaml", inner_steps=2, imaml_lambda=4.0, **dict(FAST, iterations=5)),
+    run = training.meta_train(Config(algo="imaml", inner_steps=2, imaml_lambda=50.0, **dict(FAST, iterations=5)),
                               progress=False)
     tasks = sample_sine_tasks(6, 5, 20, torch.Generator().manual_seed(3))
     theta = P.get_params(run.model)
     got = training.evaluate_run(run, tasks, report=(0, 3), inner_steps=3)
-    expected = evaluate(run.model, theta, tasks, F.mse_loss, Protocol(imaml.proximal_loop(theta, 4.0, 0.03, 3),
+    expected = evaluate(run.model, theta, tasks, F.mse_loss, Protocol(imaml.proximal_loop(theta, 50.0, 0.01, 3),
                                                                       report=(0, 3)))
     torch.testing.assert_close(got.per_task, expected.per_task)
-    plain = evaluate(run.model, theta, tasks, F.mse_loss, Protocol.sgd(0.03, 3, report=(0, 3)))
+    plain = evaluate(run.model, theta, tasks, F.mse_loss, Protocol.sgd(0.01, 3, report=(0, 3)))
     assert not torch.allclose(got.per_task[:, 1], plain.per_task[:, 1])  # the proximal term is not plain SGD
 
 
