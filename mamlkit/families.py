@@ -47,8 +47,10 @@ GENERIC = {"maml": _SINE, "fomaml": _SINE, "pretrain": _SINE,
            "metasgd": _SINE, "anil": _SINE, "mamlpp": dict(_SINE, inner_steps=5),
            "imaml": dict(_SINE, inner_lr=0.01, inner_steps=10, imaml_lambda=10.0, cg_steps=5)}
 # iMAML on sine waves: λ = 10 (with λ = 2 the proximal system I + H/λ was indefinite on many tasks, CG residuals
-# up to 400 in a 400-iteration probe), 10 proximal steps of MAML's 0.01 (0.03 diverged after 550 iterations);
-# chosen by short probes, not tuned. Fine-tuned at test with the same proximal steps (protocol).
+# up to 400 in a 400-iteration probe), 10 proximal steps of MAML's 0.01; chosen by short probes, not tuned, and
+# not yet stable: a run diverged (non-finite loss) at iteration 550 with 0.03 and at 818 with 0.01, its logged
+# CG residual reaching 1.0 (I + H/λ indefinite on some tasks: larger λ or fewer steps to try). Fine-tuned at
+# test with the same proximal steps (protocol).
 
 
 class Family:
