@@ -19,7 +19,7 @@ import torch
 from . import __version__, families, report
 from .atomic import remove_stale_temporaries
 from .checkpoint import CheckpointError, load_run_state
-from .config import ALGOS, SCHEDULES, Config
+from .config import ALGOS, METRIC_ONLY, SCHEDULES, Config
 from .data.omniglot import SPLITS, OmniglotError, default_data_dir
 from .distributed import init_from_env, is_main
 from .divergence import TrainingDiverged
@@ -37,7 +37,8 @@ MAX_SEED = 2**63 - 1
 
 def _paper(key: str) -> str:
     def values(ways: int) -> set:
-        return {str(f.defaults(a, ways).get(key, "sgd")) for f in families.REGISTRY.values() for a in ALGOS}
+        return {str(f.defaults(a, ways).get(key, "sgd")) for f in families.REGISTRY.values() for a in ALGOS
+                if a not in METRIC_ONLY or f.metric == "accuracy"}  # protonet has no defaults on regression
 
     five, wide = values(5), sorted(values(families.WIDE_WAYS) - values(5))
     at_20 = f"; {' or '.join(wide)} from {families.WIDE_WAYS} ways" if wide else ""

@@ -45,10 +45,12 @@ _SINE = dict(iterations=70_000, inner_lr=0.01, outer_lr=0.001, inner_steps=1, me
 GENERIC = {"maml": _SINE, "fomaml": _SINE, "pretrain": _SINE,
            "reptile": dict(_SINE, outer_lr=1.0, inner_steps=10),
            "metasgd": _SINE, "anil": _SINE, "mamlpp": dict(_SINE, inner_steps=5),
-           "imaml": dict(_SINE, inner_lr=0.03, inner_steps=10, imaml_lambda=10.0, cg_steps=5)}
+           "imaml": dict(_SINE, inner_lr=0.01, inner_steps=10, imaml_lambda=10.0, cg_steps=5)}
 # iMAML on sine waves: λ = 10 (with λ = 2 the proximal system I + H/λ was indefinite on many tasks, CG residuals
-# up to 400 in a 400-iteration probe), 10 proximal steps of 0.03 (contraction 1 − 0.03 λ = 0.7 per step);
-# chosen by a short probe, not tuned (README). Fine-tuned at test with the same proximal steps (protocol).
+# up to 400 in a 400-iteration probe), 10 proximal steps of MAML's 0.01; chosen by short probes, not tuned, and
+# not yet stable: a run diverged (non-finite loss) at iteration 550 with 0.03 and at 818 with 0.01, its logged
+# CG residual reaching 1.0 (I + H/λ indefinite on some tasks: larger λ or fewer steps to try). Fine-tuned at
+# test with the same proximal steps (protocol).
 
 
 class Family:

@@ -23,8 +23,11 @@ def tables(rows: list[dict], n_tasks: int) -> str:
         for r in group:
             p = r["protocol"]
             ways = f"{r['ways']}-way " if r["ways"] else ""
+            tuning = {"protonet": "no fine-tuning (nearest prototype)",
+                      "imaml": f"proximal {p['inner_optimizer']} lr {p['inner_lr']}"}.get(
+                r["algo"], f"{p['inner_optimizer']} lr {p['inner_lr']}")
             lines.append(f"{r['checkpoint']} ({r['task']}, {r['algo']}): {r['metric']} on {n_tasks} fixed test tasks, "
-                         f"{ways}{p['shots']}-shot, {p['inner_optimizer']} lr {p['inner_lr']}"
+                         f"{ways}{p['shots']}-shot, {tuning}"
                          f"{'' if p['transductive'] else ', each query on its own'} (mean ± 95% CI)")
         scale = 100 if metric == "accuracy" else 1
         lines.append("accuracy in %:" if metric == "accuracy" else f"{metric.upper()}:")

@@ -255,3 +255,83 @@ def test_cg_on_an_indefinite_system_returns_its_best_iterate():
     v, residual, iterations = imaml.conjugate_gradient(lambda p: [spd @ p[0]], b, steps=4)
     torch.testing.assert_close(v[0], torch.linalg.solve(spd, b[0]), rtol=0, atol=1e-12)
     assert float(residual) < 1e-12 and int(iterations) == 4
+
+
+# Training, checkpoints, evaluation, command line ---------------------------------------------------------
+
+FAST = dict(iterations=30, meta_batch_size=4, val_every=10, val_tasks=8, checkpoint_every=10)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, batched):
+    from mamlkit import training
+    from mamlkit.checkpoint import load_checkpoint
+    from mamlkit.config import Config
+
+    config = Config(algo="imaml", seed=1, batched=batched, inner_steps=3, **FAST)
+    whole = training.meta_train(config, progress=False)
+    out, real_step = tmp_path / "run.pt", training.outer_step
+
+    def crash_at_25(run, tasks, batched):
+        if run.iteration == 25:
+            raise KeyboardInterrupt
+        return real_step(run, tasks, batched)
+
+    monkeypatch.setattr(training, "outer_step", crash_at_25)
+    with pytest.raises(KeyboardInterrupt):
+        training.meta_train(config, out, progress=False)
+    monkeypatch.setattr(training, "outer_step", real_step)
+    saved = load_checkpoint(out)
+    assert saved["iteration"] == 20 and saved["config"]["imaml_lambda"] == 10.0 and saved["config"]["cg_steps"] == 5
+    resumed = training.meta_train(config, out, resume=True, progress=False)
+    a, b = resumed.model.state_dict(), whole.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.history == whole.history
+    residuals = whole.history["cg_residual"]  # one per history line: the largest relative CG residual since
+    assert len(residuals) == len(whole.history["iteration"]) == 3 and all(0 <= r < 1 for r in residuals)
+
+
+def test_a_run_is_evaluated_with_its_proximal_steps():
+    from mamlkit import training
+    from mamlkit.config import Config
+    from mamlkit.evaluation import Protocol, evaluate
+
+    run = training.meta_train(Config(algo="imaml", inner_steps=2, imaml_lambda=50.0, **dict(FAST, iterations=5)),
+                              progress=False)
+    tasks = sample_sine_tasks(6, 5, 20, torch.Generator().manual_seed(3))
+    theta = P.get_params(run.model)
+    got = training.evaluate_run(run, tasks, report=(0, 3), inner_steps=3)
+    expected = evaluate(run.model, theta, tasks, F.mse_loss, Protocol(imaml.proximal_loop(theta, 50.0, 0.01, 3),
+                                                                      report=(0, 3)))
+    torch.testing.assert_close(got.per_task, expected.per_task)
+    plain = evaluate(run.model, theta, tasks, F.mse_loss, Protocol.sgd(0.01, 3, report=(0, 3)))
+    assert not torch.allclose(got.per_task[:, 1], plain.per_task[:, 1])  # the proximal term is not plain SGD
+
+
+def test_cli_trains_and_evaluates_imaml(tmp_path, capsys):
+    from mamlkit.__main__ import main
+
+    out = tmp_path / "imaml.pt"
+    assert main(["train", "--algo", "imaml", "--iterations", "6", "--imaml-lambda", "5", "--cg-steps", "3",
+                 "--inner-steps", "2", "--meta-batch-size", "3", "--val-every", "3", "--val-tasks", "4",
+                 "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    state = torch.load(out, weights_only=True)
+    assert (state["config"]["imaml_lambda"], state["config"]["cg_steps"]) == (5.0, 3)
+    assert len(state["history"]["cg_residual"]) == len(state["history"]["iteration"]) == 1
+    assert main(["evaluate", str(out), "--tasks", "10", "--steps", "1", "5"]) == 0
+    assert "| imaml |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--algo", "imaml", "--cg-steps", "0"], "cg_steps must be an integer >= 1"),
+    (["--algo", "imaml", "--imaml-lambda", "-1"], "imaml lambda must be a finite number > 0"),
+    (["--algo", "maml", "--cg-steps", "3"], "(--cg-steps) is an option of algo 'imaml'"),
+    (["--algo", "anil", "--imaml-lambda", "2"], "(--imaml-lambda) is an option of algo 'imaml'"),
+])
+def test_cli_refuses_bad_imaml_settings_in_one_line(tmp_path, capsys, args, message):
+    from mamlkit.__main__ import main
+
+    assert main(["train", *args, "--iterations", "1", "--out", str(tmp_path / "x.pt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.pt").exists()

@@ -1,6 +1,9 @@
 """Prototypical networks: prototypes and logits against a hand computation, label permutations, the
 gradient against finite differences (float64), the batched path against the loop, and a separable task."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -131,3 +134,70 @@ def test_regression_tasks_and_missing_classes_are_refused():
                   tasks.x_query, tasks.y_query)
     with pytest.raises(ValueError, match="every class 0..2 needs at least one support example"):
         protonet.loss(small_conv(), P.get_params(small_conv()), broken)
+
+
+# Training on Omniglot, checkpoints, evaluation, command line (the shared copy; skipped without it) ---------
+
+SHARED = Path(os.environ.get("MAMLKIT_DATA", "/nonexistent")) / "omniglot"
+needs_omniglot = pytest.mark.skipif(not SHARED.is_dir(), reason="the shared Omniglot copy is not on this machine")
+FAST = dict(task="omniglot", algo="protonet", data_dir=str(SHARED), iterations=6, meta_batch_size=2, val_every=2,
+            val_tasks=4, checkpoint_every=2)
+
+
+@needs_omniglot
+@pytest.mark.parametrize("batched", [False, True])
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, batched):
+    from mamlkit import training
+    from mamlkit.checkpoint import load_checkpoint
+    from mamlkit.config import Config
+
+    config = Config(seed=2, batched=batched, **FAST)
+    whole = training.meta_train(config, progress=False)
+    assert "13.weight" not in whole.model.state_dict() and whole.model.ways is None  # the embedding, no classifier
+    out, real_step = tmp_path / "run.pt", training.outer_step
+
+    def crash_at_5(run, tasks, batched):
+        if run.iteration == 5:
+            raise KeyboardInterrupt
+        return real_step(run, tasks, batched)
+
+    monkeypatch.setattr(training, "outer_step", crash_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        training.meta_train(config, out, progress=False)
+    monkeypatch.setattr(training, "outer_step", real_step)
+    assert load_checkpoint(out)["iteration"] == 4
+    resumed = training.meta_train(config, out, resume=True, progress=False)
+    a, b = resumed.model.state_dict(), whole.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.history == whole.history
+    tasks = resumed.family.fixed_tasks("test", 5, 1)
+    result = training.evaluate_run(resumed, tasks)
+    assert result.steps == [0]
+    torch.testing.assert_close(result.per_task, protonet.evaluate(resumed.model, P.get_params(resumed.model),
+                                                                  tasks).per_task)
+
+
+@needs_omniglot
+def test_cli_trains_and_evaluates_protonet(tmp_path, capsys):
+    from mamlkit.__main__ import main
+
+    out = tmp_path / "p.pt"
+    assert main(["train", "--task", "omniglot", "--algo", "protonet", "--iterations", "3", "--meta-batch-size", "2",
+                 "--val-tasks", "4", "--data-dir", str(SHARED), "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert main(["evaluate", str(out), "--tasks", "6", "--data-dir", str(SHARED), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "| protonet |" in printed and "0 steps" in printed
+    assert main(["evaluate", str(out), "--tasks", "6", "--steps", "1", "--data-dir", str(SHARED)]) == 2
+    err = capsys.readouterr().err
+    assert "prototypical networks do not fine-tune" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_protonet_on_regression_in_one_line(tmp_path, capsys):
+    from mamlkit.__main__ import main
+
+    assert main(["train", "--algo", "protonet", "--task", "sinusoid", "--iterations", "1",
+                 "--out", str(tmp_path / "x.pt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a classification task" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.pt").exists()
