@@ -72,7 +72,7 @@ check_family(damped)
 grid = torch.linspace(0, 5, 200)[:, None]
 examples = damped.sample(4, "train", 5, 200, torch.Generator().manual_seed(1))
 fig, ax = plt.subplots()
-for i, task in enumerate(examples):
+for task in examples:
     order = task.x_query[:, 0].argsort()
     line, = ax.plot(task.x_query[order, 0], task.y_query[order, 0], lw=1)
     ax.scatter(task.x_support[:, 0], task.y_support[:, 0], color=line.get_color(), s=20, zorder=3)

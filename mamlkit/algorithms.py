@@ -133,7 +133,8 @@ def _imaml_backward(run, tasks, batched, scale):
 
 def _imaml_test(run, protocol):
     params = P.get_params(run.model)
-    return params, imaml.proximal_loop(params, run.config.imaml_lambda, protocol["inner_lr"], protocol["inner_steps"]), None
+    loop = imaml.proximal_loop(params, run.config.imaml_lambda, protocol["inner_lr"], protocol["inner_steps"])
+    return params, loop, None
 
 
 # Prototypical networks ---------------------------------------------------------------------------------

@@ -110,6 +110,7 @@ def check_family(family):
         family.loss(out, first.y_support[0])
     except Exception as e:
         raise Fail(f"family.loss(model(x), y) failed on one task: {type(e).__name__}: {first_line(e)} "
-                   f"(the model's output shape {tuple(out.shape)} must fit y {tuple(first.y_support[0].shape)})") from None
+                   f"(the model's output shape {tuple(out.shape)} must fit y {tuple(first.y_support[0].shape)})"
+                   ) from None
     kind = f"{ways}-way classification" if classification else "regression"
     return f"{type(family).__name__}: {kind}, shapes, labels and seeding fit what every algorithm expects"

@@ -1,6 +1,7 @@
 """Notebook 09's measurements, plots and explorers of the methods beyond the lesson: each run adapted
 with its own method's meta-test loop (``algorithms.test_loop``), how much adaptation changes a network's
-layers (ANIL's feature-reuse argument), Meta-SGD's learned step sizes by layer, and an explorer of each method's adaptation.
+layers (ANIL's feature-reuse argument), Meta-SGD's learned step sizes by layer, and an explorer of each
+method's adaptation.
 
 Introduced in notebook 09_beyond_maml.
 """
@@ -55,7 +56,8 @@ def plot_step_sizes(inner_params: P.Params, start: float | None = None, ax: Axes
     means = [stats[k][0] for k in names]
     low = [stats[k][0] - stats[k][1] for k in names]
     high = [stats[k][2] - stats[k][0] for k in names]
-    ax.bar(range(len(names)), means, yerr=[low, high], capsize=3, color="C1", alpha=0.8, label="learned α (mean, min–max)")
+    ax.bar(range(len(names)), means, yerr=[low, high], capsize=3, color="C1", alpha=0.8,
+           label="learned α (mean, min–max)")
     if start is not None:
         ax.axhline(start, color="grey", ls="--", lw=1, label=f"initial α = {start:g}")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
