@@ -115,7 +115,7 @@ check_family(Unseeded());
 # printed: the same step sizes do not suit every method.
 
 # %%
-ITERATIONS, ALPHA = fast(300, 120), 0.05
+ITERATIONS, ALPHA = fast(200, 120), 0.05
 SETTINGS = dict(task="damped", iterations=ITERATIONS, shots=5, queries=10, meta_batch_size=10, init="torch",
                 inner_lr=ALPHA, outer_lr=0.01,
                 val_every=ITERATIONS, val_tasks=20, checkpoint_every=ITERATIONS)
