@@ -137,12 +137,14 @@ def conjugate_gradient(matvec: Callable[[list[Tensor]], list[Tensor]], b: list[T
     return best, residual, iterations
 
 
-def implicit_gradient(model: nn.Module, loss_fn: LossFn, phi: Params, x_support: Tensor, y_support: Tensor,
-                      query_grad: Params, lam: float, cg_steps: int = CG_STEPS, cg_tol: float = 0.0) -> CGResult:
-    """``(I + H/λ)⁻¹ g`` for ``g = query_grad``, ``H`` the Hessian of the support loss at ``phi``, by
-    ``cg_steps`` iterations of conjugate gradient; each Hessian-vector product is a double backward
-    through the one graph of ``∇L_support(φ)``."""
-    check_settings(lam, cg_steps, cg_tol)
+def implicit_gradient(model: nn.Module, loss_fn: LossFn, phi: Params, task: Task, query_grad: Params,
+                      settings: IMAML) -> CGResult:
+    """``(I + H/λ)⁻¹ g`` for ``g = query_grad``, ``H`` the Hessian of ``task``'s support loss at ``phi``, by
+    ``settings.cg_steps`` iterations of conjugate gradient (λ = ``settings.lam``, early stop at
+    ``settings.cg_tol``); each Hessian-vector product is a double backward through the one graph of
+    ``∇L_support(φ)``."""
+    lam, cg_steps, cg_tol = settings.lam, settings.cg_steps, settings.cg_tol
+    x_support, y_support = task.x_support, task.y_support
     names = list(phi)
     leaves = [phi[k].detach().requires_grad_() for k in names]
     with torch.enable_grad():
@@ -216,8 +218,7 @@ def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn
         with torch.enable_grad():
             query = loss_fn(forward(model, leaves, task.x_query), task.y_query)
             query_grad = dict(zip(names, torch.autograd.grad(query, list(leaves.values()))))
-        solved = implicit_gradient(model, loss_fn, phi, task.x_support, task.y_support, query_grad, settings.lam,
-                                   settings.cg_steps, settings.cg_tol)
+        solved = implicit_gradient(model, loss_fn, phi, task, query_grad, settings)
         for k in names:
             _accumulate(params[k], solved.solution[k] * (scale / len(tasks)))
         total = total + query.detach() / len(tasks)

@@ -121,7 +121,7 @@ def test_cg_against_an_explicit_hessian_solve_on_an_mlp(device):
     expected = torch.linalg.solve(matrix, g)
     residuals = []
     for steps in (2, 5, 200):
-        out = imaml.implicit_gradient(model, F.mse_loss, phi, task.x_support, task.y_support, unflat(g), lam, steps)
+        out = imaml.implicit_gradient(model, F.mse_loss, phi, task, unflat(g), imaml.IMAML(lam, cg_steps=steps))
         v = P.flatten(out.solution)
         true = float(torch.linalg.norm(g - matrix @ v) / torch.linalg.norm(g))
         assert out.residual == pytest.approx(true, rel=1e-4, abs=1e-12)
@@ -216,7 +216,7 @@ def test_a_bad_lambda_is_refused_by_the_functions_too():
     with pytest.raises(ValueError, match="lambda"):
         imaml.proximal_solution(model, F.mse_loss, theta, task.x_support, task.y_support, -2.0, 0.01, 3)
     with pytest.raises(ValueError, match="cg_steps"):
-        imaml.implicit_gradient(model, F.mse_loss, theta, task.x_support, task.y_support, theta, 2.0, cg_steps=0)
+        imaml.implicit_gradient(model, F.mse_loss, theta, task, theta, imaml.IMAML(2.0, cg_steps=0))
 
 
 @pytest.mark.parametrize("lam, cg_tol", [(1.0, 0.0), (10.0, 1e-3)])
