@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from test_training import crash_and_resume
 from torch import nn
 
 from mamlkit import anil, families, maml, mamlpp, metasgd, runs, training
@@ -268,20 +269,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch,
                     **(dict(msl_iterations=20, first_order_iterations=15) if algo == "mamlpp" else {}))
     whole = training.meta_train(config, progress=False)
     out = tmp_path / "run.pt"
-    real_step = training.outer_step
-
-    def crash_at_25(run, tasks, batched):
-        if run.iteration == 25:
-            raise KeyboardInterrupt
-        return real_step(run, tasks, batched)
-
-    monkeypatch.setattr(training, "outer_step", crash_at_25)
-    with pytest.raises(KeyboardInterrupt):
-        training.meta_train(config, out, progress=False)
-    monkeypatch.setattr(training, "outer_step", real_step)
-    saved = load_checkpoint(out)
+    saved, resumed = crash_and_resume(config, out, monkeypatch)
     assert saved["iteration"] == 20 and saved["inner_params"].keys() == whole.inner_params.keys()
-    resumed = training.meta_train(config, out, resume=True, progress=False)
     a, b = state_of(resumed), state_of(whole)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.history == whole.history

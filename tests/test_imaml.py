@@ -4,6 +4,7 @@ and its memory, which does not grow with the inner steps (float64)."""
 import pytest
 import torch
 import torch.nn.functional as F
+from test_training import crash_and_resume
 from torch import nn
 
 from mamlkit import imaml, maml
@@ -265,25 +266,12 @@ FAST = dict(iterations=30, meta_batch_size=4, val_every=10, val_tasks=8, checkpo
 @pytest.mark.parametrize("batched", [False, True])
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, batched):
     from mamlkit import training
-    from mamlkit.checkpoint import load_checkpoint
     from mamlkit.config import Config
 
     config = Config(algo="imaml", seed=1, batched=batched, inner_steps=3, **FAST)
     whole = training.meta_train(config, progress=False)
-    out, real_step = tmp_path / "run.pt", training.outer_step
-
-    def crash_at_25(run, tasks, batched):
-        if run.iteration == 25:
-            raise KeyboardInterrupt
-        return real_step(run, tasks, batched)
-
-    monkeypatch.setattr(training, "outer_step", crash_at_25)
-    with pytest.raises(KeyboardInterrupt):
-        training.meta_train(config, out, progress=False)
-    monkeypatch.setattr(training, "outer_step", real_step)
-    saved = load_checkpoint(out)
+    saved, resumed = crash_and_resume(config, tmp_path / "run.pt", monkeypatch)
     assert saved["iteration"] == 20 and saved["config"]["imaml_lambda"] == 10.0 and saved["config"]["cg_steps"] == 5
-    resumed = training.meta_train(config, out, resume=True, progress=False)
     a, b = resumed.model.state_dict(), whole.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.history == whole.history

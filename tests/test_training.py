@@ -52,19 +52,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch,
     config = Config(seed=1, **FAST, **options.get(algo, {"algo": algo}))
     whole = training.meta_train(config, progress=False)
     out = tmp_path / "run.pt"
-    real_step = training.outer_step
-
-    def crash_at_25(run, tasks, batched):
-        if run.iteration == 25:
-            raise KeyboardInterrupt
-        return real_step(run, tasks, batched)
-
-    monkeypatch.setattr(training, "outer_step", crash_at_25)
-    with pytest.raises(KeyboardInterrupt):
-        training.meta_train(config, out, progress=False)
-    monkeypatch.setattr(training, "outer_step", real_step)
-    assert load_checkpoint(out)["iteration"] == 20
-    resumed = training.meta_train(config, out, resume=True, progress=False)
+    saved, resumed = crash_and_resume(config, out, monkeypatch)
+    assert saved["iteration"] == 20
     assert resumed.iteration == 30
     assert_same(final_params(resumed), final_params(whole))
     assert resumed.history == whole.history
@@ -200,3 +189,21 @@ def test_checkpoint_resumes_on_every_device(tmp_path, device):
     training.meta_train(Config(**{**FAST, "iterations": 10}), out, progress=False)
     run = training.meta_train(Config(**{**FAST, "iterations": 20}), out, device=device, resume=True, progress=False)
     assert run.iteration == 20 and next(run.model.parameters()).device.type == device.type
+
+
+def crash_and_resume(config, out, monkeypatch, at: int = 25):
+    """Train ``config`` into ``out`` until a crash at iteration ``at`` (a KeyboardInterrupt inside the step), then
+    resume it to the end; return (the checkpoint the crash left, the resumed run)."""
+    real_step = training.outer_step
+
+    def crash(run, tasks, batched):
+        if run.iteration == at:
+            raise KeyboardInterrupt
+        return real_step(run, tasks, batched)
+
+    monkeypatch.setattr(training, "outer_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        training.meta_train(config, out, progress=False)
+    monkeypatch.setattr(training, "outer_step", real_step)
+    saved = load_checkpoint(out)
+    return saved, training.meta_train(config, out, resume=True, progress=False)
