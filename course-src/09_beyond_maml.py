@@ -165,9 +165,10 @@ variants.representation_explorer(runs["maml"].model, test[:20], F.mse_loss)
 # %% [markdown]
 # ## 3. MAML++: taming the inner loop
 #
-# Notebook 04 showed MAML's learned initialisation can be sharp: several steps of a fixed $\alpha$ may
-# overshoot. **MAML++** (Antoniou et al. 2019) changes three things (each a switch: `--no-lslr`, `--no-msl`,
-# `--no-doa`):
+# Notebook 04 showed that MAML trained with the paper's exact protocol learns a sharp initialisation: several
+# steps of a fixed $\alpha$ diverge on a few test tasks. The course's default MAML already borrows two of MAML++'s
+# remedies (derivative-order annealing and a cosine-annealed $\beta$) and no longer diverges. **MAML++**
+# (Antoniou et al. 2019) changes three things (each a switch: `--no-lslr`, `--no-msl`, `--no-doa`):
 #
 # - **LSLR**: a learned step size per layer *and per step*, $\alpha_{\ell,s}$;
 # - **MSL**, the multi-step loss: the query loss after *every* inner step, $\sum_s w_s \mathcal{L}^{\text{query}}(\theta_s)$,

@@ -92,17 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-anneal", action="store_true", default=None,
                    help="Reptile: keep ε constant (default: linear to 0)")
     t.add_argument("--outer-schedule", choices=list(SCHEDULES), help="outer step size over training: constant "
-                   "(the papers; default) or cosine from --outer-lr to 0 (MAML++)")
+                   "(the papers; default) or cosine from --outer-lr to 0 (MAML++; the default of sine MAML)")
     t.add_argument("--init", choices=list(INITS), help="MLP weights: maml (the authors' truncated normal, "
-                   "σ = 0.01; default) or torch (PyTorch's default)")
-    for name, what in (("lslr", "learned per-layer per-step inner step sizes"), ("msl", "the multi-step loss"),
-                       ("doa", "derivative-order annealing (first order early)")):
+                   "σ = 0.01; default) or torch (PyTorch's default; the default of sine MAML)")
+    for name, what in (("lslr", "learned per-layer per-step inner step sizes"), ("msl", "the multi-step loss")):
         t.add_argument(f"--no-{name}", action="store_true", default=None, help=f"MAML++: without {what} "
                        "(default: on)")
+    t.add_argument("--no-doa", action="store_true", default=None, help="MAML++ and MAML: without derivative-order "
+                   "annealing (first order early) (default: on for MAML++ and sine MAML; with --init maml "
+                   "--outer-schedule constant, sine MAML is the paper's protocol exactly)")
     t.add_argument("--msl-iterations", type=int, help="MAML++: iterations over which the multi-step loss's "
                    "weights anneal to the last step (default: a tenth of --iterations)")
-    t.add_argument("--first-order-iterations", type=int, help="MAML++: first-order meta-gradients for this many "
-                   "iterations, second order after (default: a third of --iterations)")
+    t.add_argument("--first-order-iterations", type=int, help="MAML++ and MAML with DOA: first-order "
+                   "meta-gradients for this many iterations, second order after (default: a third of --iterations)")
     t.add_argument("--imaml-lambda", type=float, help="iMAML: λ of the proximal term λ/2 |φ − θ|² (default: 10 sine, "
                    "2 omniglot; larger keeps I + H/λ positive definite, smaller adapts further)")
     t.add_argument("--cg-steps", type=int, help="iMAML: conjugate-gradient iterations for the implicit gradient "

@@ -42,7 +42,7 @@ class Config:
     queries: int | None = None
     seed: int = 0
     hidden: tuple = (40, 40)
-    init: str = "maml"
+    init: str | None = None  # MLP weights: "torch" (PyTorch's default) or "maml" (the authors' σ = 0.01)
     ways: int = 5
     split: str = "maml"
     data_dir: str | None = None
@@ -53,9 +53,9 @@ class Config:
     outer_schedule: str | None = None  # "constant" (the papers) or "cosine" (β·(1 + cos(π·t/T))/2, MAML++)
     lslr: bool | None = None  # MAML++: learned per-layer per-step inner step sizes (default on)
     msl: bool | None = None  # MAML++: the multi-step loss (default on)
-    doa: bool | None = None  # MAML++: derivative-order annealing (default on)
+    doa: bool | None = None  # MAML++ and MAML: derivative-order annealing (MAML++: on; MAML: the family's)
     msl_iterations: int | None = None  # MAML++: iterations over which MSL's weights anneal (default iterations // 10)
-    first_order_iterations: int | None = None  # MAML++ DOA: first-order iterations (default iterations // 3)
+    first_order_iterations: int | None = None  # DOA: first-order iterations (default iterations // 3)
     imaml_lambda: float | None = None  # iMAML: λ of the proximal term λ/2 |φ − θ|² (default: the family's, sine 10)
     cg_steps: int | None = None  # iMAML: conjugate-gradient iterations of the implicit gradient (default 5)
     batched: bool | None = None
@@ -68,6 +68,11 @@ class Config:
     def first_order(self) -> bool:
         return self.algo == "fomaml"
 
+    def first_order_at(self, iteration: int) -> bool:
+        """Whether the meta-gradient of the update after ``iteration`` updates is first order: FOMAML always,
+        MAML with derivative-order annealing (``doa``) for its first ``first_order_iterations``."""
+        return self.first_order or (self.algo == "maml" and bool(self.doa) and iteration < self.first_order_iterations)
+
     def resolved(self) -> Config:
         """A copy with every ``None`` replaced by its default, after validating the choices."""
         if self.algo not in ALGOS:
@@ -77,7 +82,7 @@ class Config:
             raise ValueError(f"algo {self.algo!r} classifies by the distance to class prototypes: it needs a "
                              f"classification task (e.g. --task omniglot), not {family.name!r} ({family.metric})")
         defaults = {"inner_optimizer": "sgd", "keep_inner_state": False, "outer_schedule": "constant",
-                    **paper_defaults(self.task, self.algo, self.ways)}
+                    "init": "maml", **paper_defaults(self.task, self.algo, self.ways)}
         cfg = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         cfg.validate()
         return cfg.check_options()
@@ -86,24 +91,32 @@ class Config:
         """Refuse an algorithm's own option given with another algorithm (one line, saying what to drop);
         fill MAML++'s defaults."""
         own = {"anneal": ("reptile", self.anneal is False, "--no-anneal")}
-        own.update({name: ("mamlpp", getattr(self, name) is not None, f"--no-{name}") for name in MAMLPP_SWITCHES})
-        own.update({name: ("mamlpp", getattr(self, name) is not None, f"--{name.replace('_', '-')}")
-                    for name in ("msl_iterations", "first_order_iterations")})
+        own.update({name: ("mamlpp", getattr(self, name) is not None, f"--no-{name}") for name in ("lslr", "msl")})
+        own["msl_iterations"] = ("mamlpp", self.msl_iterations is not None, "--msl-iterations")
+        own.update({name: (("mamlpp", "maml"), getattr(self, name) is not None, flag)
+                    for name, flag in (("doa", "--no-doa"), ("first_order_iterations", "--first-order-iterations"))})
         own.update({name: ("imaml", getattr(self, name) is not None, f"--{name.replace('_', '-')}")
                     for name in ("imaml_lambda", "cg_steps")})
-        for name, (algo, given, flag) in own.items():
-            if given and self.algo != algo:
-                raise ValueError(f"{name}={getattr(self, name)!r} ({flag}) is an option of algo {algo!r}, not of "
-                                 f"{self.algo!r}: drop it, or use --algo {algo}")
+        for name, (algos, given, flag) in own.items():
+            algos = (algos,) if isinstance(algos, str) else algos
+            if given and self.algo not in algos:
+                names = " or ".join(repr(a) for a in algos)
+                raise ValueError(f"{name}={getattr(self, name)!r} ({flag}) is an option of algo {names}, not of "
+                                 f"{self.algo!r}: drop it, or use --algo {algos[0]}")
         if self.algo == "imaml":
             from .imaml import check_settings
 
             check_settings(self.imaml_lambda, self.cg_steps)
-        if self.algo != "mamlpp":
+        if self.algo == "maml":  # derivative-order annealing: off unless the family or the user turns it on
+            cfg = replace(self, doa=bool(self.doa))
+            switches = (("doa", "first_order_iterations", cfg.iterations // 3),)
+        elif self.algo == "mamlpp":
+            cfg = replace(self, **{k: True for k in MAMLPP_SWITCHES if getattr(self, k) is None})
+            switches = (("msl", "msl_iterations", cfg.iterations // 10),
+                        ("doa", "first_order_iterations", cfg.iterations // 3))
+        else:
             return self
-        cfg = replace(self, **{k: True for k in MAMLPP_SWITCHES if getattr(self, k) is None})
-        for switch, name, default in (("msl", "msl_iterations", cfg.iterations // 10),
-                                      ("doa", "first_order_iterations", cfg.iterations // 3)):
+        for switch, name, default in switches:
             value = getattr(cfg, name)
             if not getattr(cfg, switch):
                 if value is not None:
@@ -162,4 +175,6 @@ class Config:
         if unknown:
             raise ValueError(f"unknown configuration keys {sorted(unknown)}")
         d = {"outer_schedule": "constant", **d}  # checkpoints from before the setting trained with a constant β
+        if d.get("algo") == "maml" and d.get("doa") is None:  # MAML from before its DOA option: second order
+            d["doa"] = False
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

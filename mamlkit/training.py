@@ -79,7 +79,7 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
         loss = joint_loss(model, params, mine, loss_fn)
         (loss * weight).backward()
     else:
-        inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps, cfg.first_order)
+        inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps, cfg.first_order_at(run.iteration))
         loss = maml.meta_backward(model, params, mine, loss_fn, inner, batched, weight, cfg.max_memory)
     distributed.all_reduce_([p.grad for p in [*params.values(), *run.inner_params.values()] if p.grad is not None])
     for group in run.optimizer.param_groups:

@@ -361,3 +361,31 @@ def test_cli_refuses_options_of_another_algorithm(tmp_path, capsys, args, messag
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.pt").exists()
+
+
+# MAML with derivative-order annealing (the default sine MAML) ---------------------------------------------------
+
+def _trained(**options):
+    from mamlkit.training import meta_train
+    config = Config(iterations=4, val_every=4, val_tasks=2, init="maml", outer_schedule="constant", **options)
+    return torch.cat([p.detach().flatten() for p in meta_train(config, progress=False).model.parameters()])
+
+
+def test_maml_doa_is_fomaml_first_then_maml():
+    fomaml, maml = _trained(algo="fomaml"), _trained(algo="maml", doa=False)
+    assert not torch.allclose(fomaml, maml, atol=1e-6)  # the two differ on these iterations
+    assert torch.allclose(_trained(algo="maml", doa=True, first_order_iterations=4), fomaml, atol=1e-6)
+    assert torch.allclose(_trained(algo="maml", doa=True, first_order_iterations=0), maml, atol=1e-6)
+    mixed = _trained(algo="maml", doa=True, first_order_iterations=2)
+    assert not torch.allclose(mixed, fomaml, atol=1e-6) and not torch.allclose(mixed, maml, atol=1e-6)
+
+
+def test_default_sine_maml_settings_and_old_checkpoints():
+    cfg = Config(algo="maml").resolved()
+    assert (cfg.init, cfg.outer_schedule, cfg.doa, cfg.first_order_iterations) == ("torch", "cosine", True, 23_333)
+    assert [cfg.first_order_at(i) for i in (0, 23_332, 23_333)] == [True, True, False]
+    assert not Config(task="omniglot", algo="maml").resolved().doa  # Omniglot MAML: the paper's, second order
+    old = {k: v for k, v in cfg.to_dict().items() if k != "doa"} | {"init": "maml"}
+    assert Config.from_dict(old).doa is False  # MAML checkpoints from before DOA trained second order throughout
+    with pytest.raises(ValueError, match="option of algo 'mamlpp' or 'maml'"):
+        Config(algo="fomaml", doa=False).resolved()

@@ -23,12 +23,11 @@ def blown_tasks(algo: str) -> list[int]:
     return (~torch.isfinite(final) | (final > BLOWN)).nonzero().flatten().tolist()
 
 
-@pytest.mark.parametrize("algo", ["fomaml", "reptile", "pretrain", "maml-k5"])
+@pytest.mark.parametrize("algo", ["maml", "fomaml", "reptile", "pretrain", "maml-k5"])
 def test_shipped_sine_checkpoint_stays_finite_for_ten_steps(algo):
     assert blown_tasks(algo) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: the shipped paper-protocol MAML (seed 0) diverges on test tasks "
-                   "244 and 454; when a stable default replaces data/sinusoid-maml.pt this passes: drop the mark")
-def test_shipped_default_maml_stays_finite_for_ten_steps():
-    assert blown_tasks("maml") == []
+def test_paper_protocol_maml_diverges_on_some_test_tasks():
+    """Notebook 04 explains this divergence with data/sinusoid-maml-paper.pt: it must stay there to explain."""
+    assert len(blown_tasks("maml-paper")) >= 1

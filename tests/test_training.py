@@ -104,7 +104,9 @@ def test_cosine_outer_schedule():
     cfg = Config(outer_schedule="cosine", iterations=100).resolved()
     assert [training.outer_lr(cfg, t) for t in (0, 50)] == pytest.approx([0.001, 0.0005])
     assert 0 < training.outer_lr(cfg, 99) < 1e-6
-    assert Config().resolved().outer_schedule == "constant" and training.outer_lr(Config().resolved(), 99) == 0.001
+    constant = Config(algo="fomaml").resolved()  # the papers' (sine MAML's default is cosine, families.py)
+    assert constant.outer_schedule == "constant" and training.outer_lr(constant, 99) == 0.001
+    assert Config().resolved().outer_schedule == "cosine"
     run = training.meta_train(Config(**{**FAST, "iterations": 8}, outer_schedule="cosine"), progress=False)
     assert run.optimizer.param_groups[0]["lr"] == pytest.approx(training.outer_lr(run.config, 7))
     stored = run.config.to_dict()
