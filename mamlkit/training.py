@@ -38,6 +38,9 @@ def joint_loss(model: nn.Module, params: P.Params, tasks: Task, loss_fn) -> Tens
     return loss_fn(P.forward(model, params, x), y)
 
 
+DERIVED = ("msl_iterations", "first_order_iterations")  # defaults that follow --iterations at the start of a run
+
+
 def use_batched(config: Config, model: nn.Module) -> bool:
     """``batched=None``: batched where it is faster (``prefer_batched``); ``True`` insists (clear error
     if the model cannot be batched)."""
@@ -128,11 +131,12 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, mod
         config = replace(config, task=families.register(config.task).name)
     stop = Stop(max_minutes)
     device = resolve_device(device)
-    config = config.resolved()
+    asked, config = config, config.resolved()
     resuming = resume and out is not None and Path(out).exists()
     run = load_run(out, device, config.iterations, model) if resuming else new_run(config, device, model)
-    if resuming:
-        continue_with(run, config)  # refuses settings that may not change on resume
+    if resuming:  # defaults derived from the iterations (a third, a tenth) stay the checkpoint's when not asked
+        derived = {name: getattr(run.config, name) for name in DERIVED if getattr(asked, name) is None}
+        continue_with(run, replace(config, **derived))  # refuses settings that may not change on resume
     cfg, family = run.config, run.family
     batched = use_batched(cfg, run.model)
     val_tasks = family.fixed_tasks("val", cfg.val_tasks, eval_protocol(cfg.task, cfg.algo, cfg.ways)["shots"],

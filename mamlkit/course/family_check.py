@@ -101,7 +101,7 @@ def check_family(family):
     _expect_seeded(family, first)
     _expect_distinct_tasks(first, classification)
     try:
-        model = family.model(Config(task=family.name))
+        model = family.model(Config(task=family.name, init="torch"))
         out = model(first.x_support[0])
     except Exception as e:  # a model that does not fit the data
         raise Fail(f"family.model(config) does not run on one task's x_support: {type(e).__name__}: "
