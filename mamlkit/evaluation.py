@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from . import params as P
 from .batched import prefer_batched
-from .inner import AdamState, InnerLoop
+from .inner import InnerLoop
 from .params import forward
 from .tasks import Task, as_batch
 
@@ -136,13 +136,15 @@ def _evaluate_batched(model, params, tasks: Task, loss_fn, protocol: Protocol, m
     def per_task(d):
         return {k: v.detach().unsqueeze(0).expand(len(tasks), *v.shape) for k, v in d.items()}
 
-    moments = () if state is None else (per_task(state.exp_avg), per_task(state.exp_avg_sq))
+    template = state  # None (SGD), or a state of tensors (Adam's moments, the proximal step's last step)
+    moments = () if state is None else tuple(v.detach().unsqueeze(0).expand(len(tasks), *v.shape)
+                                             for v in state.tensors())
     params = per_task(params)
     batch_predict = torch.func.vmap(lambda p, xs, xq: predict(model, p, xs, xq, protocol.transductive))
 
     def one_step(p, x, y, *m, t: int):
-        p, end = loop.step(model, loss_fn, p, AdamState(t, *m) if m else None, x, y, index=t - step0)
-        return (p,) if end is None else (p, end.exp_avg, end.exp_avg_sq)
+        p, end = loop.step(model, loss_fn, p, template.with_tensors(list(m), t) if m else None, x, y, index=t - step0)
+        return (p,) if end is None else (p, *end.tensors())
 
     rows = []
     for i in range(loop.steps + 1):

@@ -42,43 +42,84 @@ def check_settings(lam: float, cg_steps: int | None = None, cg_tol: float = 0.0)
         raise ValueError(f"cg_tol must be a number in [0, 1) (relative residual to stop at), got {cg_tol!r}")
 
 
+@dataclass
+class ProximalState:
+    """Where the last proximal step started (``previous``) and the proximal gradient there (``gradient``);
+    before the first step, the start and zeros (nothing moved: the first step is α)."""
+
+    previous: Params
+    gradient: Params
+
+    def tensors(self) -> list[Tensor]:
+        return [*self.previous.values(), *self.gradient.values()]
+
+    def with_tensors(self, tensors: list[Tensor], step: int = 0) -> ProximalState:
+        """The same state with ``tensors`` (in ``tensors()``'s order) in place of its own."""
+        n = len(self.previous)
+        return ProximalState(dict(zip(self.previous, tensors[:n])), dict(zip(self.gradient, tensors[n:])))
+
+
 @dataclass(frozen=True)
 class ProximalSGD:
-    """One gradient step on the proximal objective: ``φ ← φ − α (∇L(φ) + λ (φ − θ))``, ``θ = anchor``.
+    """One gradient step on the proximal objective: ``φ ← φ − η (∇L(φ) + λ (φ − θ))``, ``θ = anchor``.
 
-    The anchor is the same for every task (the meta-parameters), so it is held here, not in a per-task
-    state: the step runs in the per-task loop and under ``vmap`` alike. Converges for ``α (λ + L) < 2``
-    (``L`` the support loss's largest curvature)."""
+    Plain gradient descent converges only for ``α (λ + L) < 2`` (``L`` the support loss's largest curvature),
+    and meta-training sharpens θ until it no longer does (the iMAML sine run reached α·λ_max = 3.5 and NaN).
+    So with ``safeguard`` (the default) the step is ``η = min(α, 1 / L̂)``, ``L̂ = ‖Δ∇‖ / ‖Δφ‖`` the curvature
+    measured along the last step (the local Lipschitz estimate of Malitsky & Mishchenko 2020): never more
+    than α, smaller only where the objective is too curved for α. The first step, with no last one, is α.
+
+    The anchor is the same for every task (the meta-parameters), so it is held here; the estimate lives in
+    a per-task ``ProximalState`` of tensors: the step runs in the per-task loop and under ``vmap`` alike."""
 
     lr: float
     lam: float
     anchor: Params
+    safeguard: bool = True
 
     def __post_init__(self):
         check_settings(self.lam)
 
-    def init(self, params: Params) -> None:
-        return None
+    def init(self, params: Params) -> ProximalState:
+        return ProximalState({k: v.detach() for k, v in params.items()},
+                             {k: torch.zeros_like(v).detach() for k, v in params.items()})
 
-    def update(self, params: Params, grads: Params, state: None = None) -> tuple[Params, None]:
-        return {k: p - self.lr * (grads[k] + self.lam * (p - self.anchor[k])) for k, p in params.items()}, None
+    def step_size(self, params: Params, gradient: Params, state: ProximalState) -> float | Tensor:
+        """``η``: α, or with the safeguard ``min(α, 1 / L̂)`` (a tensor, one per task under ``vmap``)."""
+        if not self.safeguard:
+            return self.lr
+        moved = _norm([params[k] - state.previous[k] for k in params])
+        turned = _norm([gradient[k] - state.gradient[k] for k in params])
+        curvature = torch.where(moved > 0, turned / torch.where(moved > 0, moved, torch.ones_like(moved)), 0.0)
+        return self.lr / torch.clamp(self.lr * curvature, min=1.0)  # L̂ = 0 (nothing moved yet): α
+
+    def update(self, params: Params, grads: Params, state: ProximalState) -> tuple[Params, ProximalState]:
+        if state is None:
+            raise ValueError("ProximalSGD keeps the last step in its state: start from .init(params)")
+        gradient = {k: grads[k] + self.lam * (p - self.anchor[k]) for k, p in params.items()}
+        lr = self.step_size(params, gradient, state)
+        return {k: p - lr * gradient[k] for k, p in params.items()}, ProximalState(params, gradient)
 
 
-def proximal_loop(theta: Params, lam: float, lr: float, steps: int) -> InnerLoop:
+def _norm(tensors: list[Tensor]) -> Tensor:
+    return torch.sqrt(sum((t.detach() ** 2).sum() for t in tensors))
+
+
+def proximal_loop(theta: Params, lam: float, lr: float, steps: int, safeguard: bool = True) -> InnerLoop:
     """The inner loop solving the proximal problem anchored at ``theta`` by ``steps`` steps of ``lr``
-    (first order: nothing is differentiated through it)."""
+    (at most; see ``ProximalSGD.safeguard``), first order: nothing is differentiated through it."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"inner_steps must be an integer >= 1 for iMAML (gradient steps on the proximal "
                          f"problem), got {steps!r}")
     anchor = {k: v.detach() for k, v in theta.items()}
-    return InnerLoop(ProximalSGD(lr, lam, anchor), steps, first_order=True)
+    return InnerLoop(ProximalSGD(lr, lam, anchor, safeguard), steps, first_order=True)
 
 
 def proximal_solution(model: nn.Module, loss_fn: LossFn, theta: Params, x: Tensor, y: Tensor, lam: float,
-                      lr: float, steps: int) -> Params:
-    """``φ*`` (approximately): ``steps`` gradient steps of ``lr`` on ``L(φ) + λ/2 ‖φ − θ‖²`` from ``θ``,
-    without a graph."""
-    return proximal_loop(theta, lam, lr, steps).adapt(model, loss_fn, theta, x, y, graph=False)[0]
+                      lr: float, steps: int, safeguard: bool = True) -> Params:
+    """``φ*`` (approximately): ``steps`` gradient steps of (at most) ``lr`` on ``L(φ) + λ/2 ‖φ − θ‖²`` from
+    ``θ``, without a graph."""
+    return proximal_loop(theta, lam, lr, steps, safeguard).adapt(model, loss_fn, theta, x, y, graph=False)[0]
 
 
 @dataclass
@@ -168,13 +209,15 @@ def implicit_gradient(model: nn.Module, loss_fn: LossFn, phi: Params, task: Task
 @dataclass(frozen=True)
 class IMAML:
     """iMAML's settings: ``lam`` (λ), the inner solver (``steps`` gradient steps of ``lr`` on the proximal
-    problem) and the CG solve (``cg_steps`` iterations, stopping early at relative residual ``cg_tol``)."""
+    problem, the step safeguarded unless ``safeguard=False``) and the CG solve (``cg_steps`` iterations,
+    stopping early at relative residual ``cg_tol``)."""
 
     lam: float = LAMBDA
     lr: float = 0.01
     steps: int = 10
     cg_steps: int = CG_STEPS
     cg_tol: float = 0.0
+    safeguard: bool = True
 
     def __post_init__(self):
         check_settings(self.lam, self.cg_steps, self.cg_tol)
@@ -183,7 +226,7 @@ class IMAML:
         proximal_loop({}, self.lam, self.lr, self.steps)  # checks steps
 
     def loop(self, theta: Params) -> InnerLoop:
-        return proximal_loop(theta, self.lam, self.lr, self.steps)
+        return proximal_loop(theta, self.lam, self.lr, self.steps, self.safeguard)
 
 
 def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, settings: IMAML,

@@ -66,6 +66,11 @@ class AdamState:
     def tensors(self) -> list[Tensor]:
         return [*self.exp_avg.values(), *self.exp_avg_sq.values()]
 
+    def with_tensors(self, tensors: list[Tensor], step: int) -> AdamState:
+        """The state at ``step`` with ``tensors`` (in ``tensors()``'s order) as its moments."""
+        n = len(self.exp_avg)
+        return AdamState(step, dict(zip(self.exp_avg, tensors[:n])), dict(zip(self.exp_avg_sq, tensors[n:])))
+
     def state_dict(self) -> dict:
         return {"step": self.step, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
 

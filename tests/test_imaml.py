@@ -60,6 +60,27 @@ def test_proximal_solution_matches_the_closed_form(device, lam):
 
 
 @pytest.mark.parametrize("lam", [0.5, 2.0, 10.0])
+def test_the_safeguard_converges_where_plain_steps_diverge(device, lam):
+    """α (λ + L) = 3 > 2: plain proximal gradient descent diverges; the safeguarded step (at most α, at most
+    1 / the curvature along the last step) reaches the closed-form φ*. With α (λ + L) < 1 it never binds."""
+    model, task = linear_model(device), linear_task(device)
+    theta = P.get_params(model)
+    expected, _, hessian = closed_form(flat_linear(theta).detach(), task, lam)
+    top = float(torch.linalg.eigvalsh(hessian).max()) + lam
+
+    def distance(lr, safeguard, steps):
+        phi = imaml.proximal_solution(model, F.mse_loss, theta, task.x_support, task.y_support, lam, lr, steps,
+                                      safeguard)
+        return float((flat_linear(phi) - expected).norm())
+
+    start = float((flat_linear(theta).detach() - expected).norm())
+    assert distance(3 / top, False, 50) > 1e3 * start
+    assert distance(3 / top, True, 400) < 1e-8
+    for steps in (1, 7, 40):
+        assert distance(0.9 / top, True, steps) == pytest.approx(distance(0.9 / top, False, steps), rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("lam", [0.5, 2.0, 10.0])
 def test_implicit_meta_gradient_matches_the_closed_form(device, lam):
     model = linear_model(device)
     tasks = [linear_task(device, seed=s) for s in (1, 2)]
@@ -103,10 +124,11 @@ def sine_task(device, seed=0):
 
 def test_cg_against_an_explicit_hessian_solve_on_an_mlp(device):
     """A non-linear model: CG's (I + H/λ)⁻¹ g equals the dense solve with the full Hessian, and the
-    residual it reports is the true relative residual ‖b − A v‖ / ‖b‖; it shrinks with the CG steps."""
+    residual it reports is the true relative residual ‖b − A v‖ / ‖b‖; it shrinks with the CG steps. (Plain
+    steps of 0.05: the safeguarded ones stop at a φ where I + H/λ is indefinite, which CG cannot solve.)"""
     model, task, lam = small_mlp(device), sine_task(device)[0], 2.0
     phi = imaml.proximal_solution(model, F.mse_loss, P.get_params(model), task.x_support, task.y_support, lam,
-                                  0.05, 50)
+                                  0.05, 50, safeguard=False)
     names, shapes = list(phi), [v.shape for v in phi.values()]
 
     def unflat(vec):
@@ -149,16 +171,22 @@ def test_large_lambda_tends_to_the_plain_query_gradient(device):
 
 @pytest.mark.parametrize("batched", [False, True])
 def test_proximal_adaptation_under_vmap_equals_the_loop(batched):
-    """The proximal step holds θ, not a per-task state, so ``evaluate``'s batched path adapts the same way."""
+    """``evaluate``'s batched path adapts as the loop does, the safeguard's per-task state included (with
+    α = 0.5 it binds: the steps differ from plain ones); plain steps (no safeguard) equal steps by hand."""
     from mamlkit.evaluation import Protocol, evaluate
 
     model, tasks = small_mlp("cpu"), sample_sine_tasks(4, 5, 10, torch.Generator().manual_seed(2), "cpu",
                                                       torch.float64)
     theta = P.get_params(model)
-    protocol = Protocol(imaml.proximal_loop(theta, 2.0, 0.05, 3))
-    loop = evaluate(model, theta, tasks, F.mse_loss, protocol, batched=False).per_task
-    other = evaluate(model, theta, tasks, F.mse_loss, protocol, batched=batched).per_task
-    torch.testing.assert_close(other, loop, rtol=1e-10, atol=1e-12)
+    scores = {}
+    for lr, safeguard in ((0.5, True), (0.5, False), (0.05, False)):
+        protocol = Protocol(imaml.proximal_loop(theta, 2.0, lr, 3, safeguard))
+        loop = evaluate(model, theta, tasks, F.mse_loss, protocol, batched=False).per_task
+        other = evaluate(model, theta, tasks, F.mse_loss, protocol, batched=batched).per_task
+        torch.testing.assert_close(other, loop, rtol=1e-10, atol=1e-12)
+        scores[lr, safeguard] = loop
+    assert (scores[0.5, True][:, -1] - scores[0.5, False][:, -1]).abs().max() > 1e-3
+    loop = scores[0.05, False]
     by_hand = []
     for task in tasks:
         phi = dict(theta)
