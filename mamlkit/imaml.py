@@ -44,33 +44,40 @@ def check_settings(lam: float, cg_steps: int | None = None, cg_tol: float = 0.0)
 
 @dataclass
 class ProximalState:
-    """Where the last proximal step started (``previous``) and the proximal gradient there (``gradient``);
-    before the first step, the start and zeros (nothing moved: the first step is α)."""
+    """The point the last step started from (``previous``), the proximal gradient there (``gradient``) and
+    the step size taken from it (``lr``, a tensor; 0 before the first step)."""
 
     previous: Params
     gradient: Params
+    lr: Tensor
 
     def tensors(self) -> list[Tensor]:
-        return [*self.previous.values(), *self.gradient.values()]
+        return [*self.previous.values(), *self.gradient.values(), self.lr]
 
     def with_tensors(self, tensors: list[Tensor], step: int = 0) -> ProximalState:
         """The same state with ``tensors`` (in ``tensors()``'s order) in place of its own."""
         n = len(self.previous)
-        return ProximalState(dict(zip(self.previous, tensors[:n])), dict(zip(self.gradient, tensors[n:])))
+        return ProximalState(dict(zip(self.previous, tensors[:n])), dict(zip(self.gradient, tensors[n:2 * n])),
+                             tensors[2 * n])
 
 
 @dataclass(frozen=True)
 class ProximalSGD:
     """One gradient step on the proximal objective: ``φ ← φ − η (∇L(φ) + λ (φ − θ))``, ``θ = anchor``.
 
-    Plain gradient descent converges only for ``α (λ + L) < 2`` (``L`` the support loss's largest curvature),
-    and meta-training sharpens θ until it no longer does (the iMAML sine run reached α·λ_max = 3.5 and NaN).
-    So with ``safeguard`` (the default) the step is ``η = min(α, 1 / L̂)``, ``L̂ = ‖Δ∇‖ / ‖Δφ‖`` the curvature
-    measured along the last step (the local Lipschitz estimate of Malitsky & Mishchenko 2020): never more
-    than α, smaller only where the objective is too curved for α. The first step, with no last one, is α.
+    Plain gradient descent (``η = α``, ``safeguard=False``) converges only for ``α (λ + L) < 2`` (``L`` the
+    support loss's largest curvature), and meta-training sharpens θ until it no longer does (the iMAML sine run
+    reached α·λ_max = 3.5 and NaN). The safeguard (the default) measures the curvature along the last step,
+    ``L̂ = ‖Δ∇‖ / ‖Δφ‖`` (the local Lipschitz estimate of Malitsky & Mishchenko 2020), and
 
-    The anchor is the same for every task (the meta-parameters), so it is held here; the estimate lives in
-    a per-task ``ProximalState`` of tensors: the step runs in the per-task loop and under ``vmap`` alike."""
+    - rejects the last step if it was too long for that curvature (``η L̂ > 2``: the objective may have gone up)
+      and steps again from where it started;
+    - takes ``η = min(α, 1 / L̂)``: never more than α, smaller only where the objective is too curved for α.
+
+    Where ``α (λ + L) < 1`` it never binds (plain steps of α). Each gradient evaluation is one of the loop's
+    ``steps``, a rejected one included. The anchor is the same for every task (the meta-parameters), so it is
+    held here; the last step lives in a per-task ``ProximalState`` of tensors: the step runs in the per-task loop
+    and under ``vmap`` alike."""
 
     lr: float
     lam: float
@@ -81,24 +88,26 @@ class ProximalSGD:
         check_settings(self.lam)
 
     def init(self, params: Params) -> ProximalState:
+        first = next(iter(params.values()))
         return ProximalState({k: v.detach() for k, v in params.items()},
-                             {k: torch.zeros_like(v).detach() for k, v in params.items()})
-
-    def step_size(self, params: Params, gradient: Params, state: ProximalState) -> float | Tensor:
-        """``η``: α, or with the safeguard ``min(α, 1 / L̂)`` (a tensor, one per task under ``vmap``)."""
-        if not self.safeguard:
-            return self.lr
-        moved = _norm([params[k] - state.previous[k] for k in params])
-        turned = _norm([gradient[k] - state.gradient[k] for k in params])
-        curvature = torch.where(moved > 0, turned / torch.where(moved > 0, moved, torch.ones_like(moved)), 0.0)
-        return self.lr / torch.clamp(self.lr * curvature, min=1.0)  # L̂ = 0 (nothing moved yet): α
+                             {k: torch.zeros_like(v).detach() for k, v in params.items()},
+                             torch.zeros((), dtype=first.dtype, device=first.device))
 
     def update(self, params: Params, grads: Params, state: ProximalState) -> tuple[Params, ProximalState]:
         if state is None:
             raise ValueError("ProximalSGD keeps the last step in its state: start from .init(params)")
         gradient = {k: grads[k] + self.lam * (p - self.anchor[k]) for k, p in params.items()}
-        lr = self.step_size(params, gradient, state)
-        return {k: p - lr * gradient[k] for k, p in params.items()}, ProximalState(params, gradient)
+        if not self.safeguard:
+            lr = torch.full_like(state.lr, self.lr)
+            return {k: p - self.lr * gradient[k] for k, p in params.items()}, ProximalState(params, gradient, lr)
+        moved = _norm([params[k] - state.previous[k] for k in params])
+        turned = _norm([gradient[k] - state.gradient[k] for k in params])
+        curvature = torch.where(moved > 0, turned / torch.where(moved > 0, moved, torch.ones_like(moved)), 0.0)
+        reject = state.lr * curvature > 2  # the last step overshot: start again from where it began
+        base = {k: torch.where(reject, state.previous[k], p) for k, p in params.items()}
+        base_gradient = {k: torch.where(reject, state.gradient[k], g) for k, g in gradient.items()}
+        lr = self.lr / torch.clamp(self.lr * curvature, min=1.0)  # min(α, 1 / L̂); α before the first step
+        return {k: p - lr * base_gradient[k] for k, p in base.items()}, ProximalState(base, base_gradient, lr)
 
 
 def _norm(tensors: list[Tensor]) -> Tensor:

@@ -80,6 +80,29 @@ def test_the_safeguard_converges_where_plain_steps_diverge(device, lam):
         assert distance(0.9 / top, True, steps) == pytest.approx(distance(0.9 / top, False, steps), rel=1e-9, abs=1e-15)
 
 
+def test_the_safeguard_rejects_an_overshooting_first_step(device):
+    """α (λ + L) = 20: the first step from θ overshoots; the second gradient evaluation measures the curvature
+    along it, rejects it and steps again from θ with 1 / L̂ (a descent step on a quadratic), so after two steps
+    the proximal objective is below θ's, where plain steps have multiplied it."""
+    model, task, lam = linear_model(device), linear_task(device), 2.0
+    theta = P.get_params(model)
+    _, _, hessian = closed_form(flat_linear(theta).detach(), task, lam)
+    lr = 20 / (float(torch.linalg.eigvalsh(hessian).max()) + lam)
+
+    def objective(safeguard, steps):
+        phi = imaml.proximal_solution(model, F.mse_loss, theta, task.x_support, task.y_support, lam, lr, steps,
+                                      safeguard)
+        with torch.no_grad():
+            return float(F.mse_loss(P.forward(model, phi, task.x_support), task.y_support)
+                         + lam / 2 * sum(((phi[k] - theta[k]) ** 2).sum() for k in phi))
+
+    with torch.no_grad():
+        start = float(F.mse_loss(P.forward(model, theta, task.x_support), task.y_support))
+    assert objective(True, 1) == objective(False, 1) > 10 * start  # one step: nothing measured yet
+    assert objective(False, 2) > 100 * start
+    assert objective(True, 2) < start
+
+
 @pytest.mark.parametrize("lam", [0.5, 2.0, 10.0])
 def test_implicit_meta_gradient_matches_the_closed_form(device, lam):
     model = linear_model(device)
