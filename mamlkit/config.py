@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from . import algorithms, families
 from .data.omniglot import SPLITS as CHARACTER_SPLITS
 from .inner import OPTIMIZERS
+from .mamlpp import first_order_at  # DOA's rule, written once
 
 SCHEDULES = ("constant", "cosine")  # the outer step size over training
 ALGOS = ("maml", "fomaml", "reptile", "pretrain", *algorithms.REGISTRY)  # the lesson's, then algorithms.py's
@@ -71,7 +72,8 @@ class Config:
     def first_order_at(self, iteration: int) -> bool:
         """Whether the meta-gradient of the update after ``iteration`` updates is first order: FOMAML always,
         MAML with derivative-order annealing (``doa``) for its first ``first_order_iterations``."""
-        return self.first_order or (self.algo == "maml" and bool(self.doa) and iteration < self.first_order_iterations)
+        return self.first_order or (self.algo == "maml" and bool(self.doa)
+                                    and first_order_at(iteration, self.first_order_iterations))
 
     def resolved(self) -> Config:
         """A copy with every ``None`` replaced by its default, after validating the choices."""

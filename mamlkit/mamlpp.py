@@ -47,6 +47,11 @@ def init_lslr(params: Params, inner_lr: float, steps: int) -> Params:
             for k, v in params.items()}
 
 
+def first_order_at(iteration: int, first_order_iterations: int | None) -> bool:
+    """DOA: whether the meta-gradient after ``iteration`` updates is first order (``None``: never)."""
+    return first_order_iterations is not None and iteration < first_order_iterations
+
+
 @dataclass(frozen=True)
 class Schedule:
     """What MAML++ does at one iteration: the inner loop (with LSLR's per-step α, or a fixed scalar, and
@@ -61,7 +66,7 @@ class Schedule:
         """``lslr``: the learned α (``None``: SGD with ``inner_lr``); ``msl``: the annealing length
         (``None``: the last step's loss only); ``first_order_iterations``: DOA (``None``: second order)."""
         optimizer = SGD(inner_lr) if lslr is None else StepwiseSGD(lslr)
-        first_order = first_order_iterations is not None and iteration < first_order_iterations
+        first_order = first_order_at(iteration, first_order_iterations)
         weights = msl_weights(steps, iteration, msl) if msl is not None else [0.0] * (steps - 1) + [1.0]
         return cls(InnerLoop(optimizer, steps, first_order), tuple(weights))
 
