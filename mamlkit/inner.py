@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch._C._functorch import is_batchedtensor
-from torch.func import functional_call, grad
+from torch.func import functional_call, grad, vmap
 
 from .params import Params, check_complete
 
@@ -152,17 +153,29 @@ def _under_vmap(x: Tensor) -> bool:
     return is_batchedtensor(x)
 
 
+def task_losses(loss_fn: LossFn, pred: Tensor, y: Tensor) -> Tensor:
+    """One loss per task of stacked predictions and targets (a leading task dimension): the example-mean
+    losses ``F.mse_loss`` and ``F.cross_entropy`` as one unreduced call, any other ``loss_fn`` under ``vmap``."""
+    if loss_fn is F.mse_loss:
+        return F.mse_loss(pred, y, reduction="none").flatten(1).mean(1)
+    if loss_fn is F.cross_entropy:
+        return F.cross_entropy(pred.flatten(0, 1), y.flatten(0, 1), reduction="none").view(len(pred), -1).mean(1)
+    return vmap(loss_fn)(pred, y)
+
+
 def support_grads(model: nn.Module, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor,
-                  create_graph: bool) -> Params:
+                  create_graph: bool, stacked: bool = False) -> Params:
     """∇ of the support loss w.r.t. ``params``; kept in the graph (second order) with ``create_graph``.
     ``torch.autograd.grad`` in the per-task loop (any model, BatchNorm buffers included), ``torch.func.grad``
-    under ``vmap``."""
+    under ``vmap``; ``stacked``: parameters and data of all tasks with a leading task dimension (a model with
+    ``stacked = True``), ∇ of the sum of the tasks' losses, which is each task's gradient in its own slice."""
     check_complete(model, params)
     if _under_vmap(x):
         g = grad(lambda p: loss_fn(functional_call(model, p, (x,)), y))(params)
         return g if create_graph else {k: v.detach() for k, v in g.items()}
     params = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in params.items()}
-    loss = loss_fn(functional_call(model, params, (x,)), y)
+    pred = functional_call(model, params, (x,))
+    loss = task_losses(loss_fn, pred, y).sum() if stacked else loss_fn(pred, y)
     return dict(zip(params, torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)))
 
 
@@ -177,12 +190,14 @@ def step_batch(x: Tensor, y: Tensor, step: int, batch: int | None) -> tuple[Tens
 class InnerLoop:
     """What adaptation does: ``steps`` updates of ``optimizer`` on the support set; ``first_order`` cuts
     the gradient out of the graph (FOMAML, Reptile, evaluation); ``batch`` = b trains step ``s`` on
-    examples ``s·b … s·b + b − 1`` (Reptile's mini-batches, see ``reptile.minibatch_order``)."""
+    examples ``s·b … s·b + b − 1`` (Reptile's mini-batches, see ``reptile.minibatch_order``); ``stacked``:
+    parameters and data carry a leading task dimension (``batched.batched_task_losses``)."""
 
     optimizer: SGD | Adam | StepwiseSGD
     steps: int = 1
     first_order: bool = False
     batch: int | None = None
+    stacked: bool = False
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
@@ -201,7 +216,7 @@ class InnerLoop:
     def step(self, model: nn.Module, loss_fn: LossFn, params: Params, state, x: Tensor, y: Tensor, index: int = 0):
         """Inner update number ``index`` (0-based; it matters to ``StepwiseSGD`` only); returns ``(params,
         state)``. The one place that decides second order."""
-        g = support_grads(model, loss_fn, params, x, y, create_graph=not self.first_order)
+        g = support_grads(model, loss_fn, params, x, y, create_graph=not self.first_order, stacked=self.stacked)
         optimizer = self.optimizer.at(index) if isinstance(self.optimizer, StepwiseSGD) else self.optimizer
         return optimizer.update(params, g, state)
 

@@ -13,19 +13,33 @@ from torch._C._functorch import get_interpreter_stack
 INITS = ("maml", "torch")
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` whose weight and bias may carry a leading task dimension: with every task's parameters
+    stacked (``(tasks, out, in)``) and inputs ``(tasks, n, in)``, the whole meta-batch is one batched matrix
+    product (``torch.baddbmm``); with ordinary parameters it is ``nn.Linear``."""
+
+    def forward(self, x):
+        if self.weight.dim() == 2:
+            return F.linear(x, self.weight, self.bias)
+        return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.mT)
+
+
 class MLP(nn.Sequential):
     """Fully connected ReLU network, ``sizes=(1, 40, 40, 1)`` as in the MAML paper.
 
     ``init="maml"`` initialises as the authors' code (weights ~ truncated normal, σ = 0.01, biases 0);
-    ``init="torch"`` keeps PyTorch's default.
+    ``init="torch"`` keeps PyTorch's default. ``stacked``: its forward also takes parameters with a leading
+    task dimension (``Linear``), which the batched path uses instead of ``vmap`` (fewer, larger operations).
     """
+
+    stacked = True
 
     def __init__(self, sizes=(1, 40, 40, 1), init: str = "maml"):
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(a, b))
+            layers.append(Linear(a, b))
             if init == "maml":
                 nn.init.trunc_normal_(layers[-1].weight, std=0.01, a=-0.02, b=0.02)
                 nn.init.zeros_(layers[-1].bias)
