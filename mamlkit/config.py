@@ -164,6 +164,9 @@ class Config:
                              "its ε with --anneal")
         if self.max_memory is not None and not self.max_memory > 0:
             raise ValueError(f"max_memory must be a number of megabytes > 0, got {self.max_memory!r}")
+        if self.max_memory is not None and self.algo not in ("maml", "fomaml"):
+            raise ValueError(f"max_memory bounds the batched graph of maml and fomaml; algo {self.algo!r} does not "
+                             "use it: drop --max-memory")
         if self.inner_optimizer not in OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.inner_optimizer!r}")
 

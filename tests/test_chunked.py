@@ -83,6 +83,12 @@ def test_bad_budget_is_one_clear_line(bad):
         Config(max_memory=bad).resolved()
 
 
+@pytest.mark.parametrize("algo", ["reptile", "metasgd", "imaml"])
+def test_a_budget_for_an_algorithm_that_ignores_it_is_refused(algo):
+    with pytest.raises(ValueError, match=f"algo '{algo}' does not use it: drop --max-memory"):
+        Config(algo=algo, max_memory=10.0).resolved()
+
+
 def test_training_with_a_budget_equals_without_and_resumes_with_another(tmp_path):
     """meta_train's batched path with --max-memory: the same parameters; the budget may change on resume."""
     from mamlkit.training import meta_train
