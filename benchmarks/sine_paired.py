@@ -2,7 +2,7 @@
 own meta-test protocol on the course's 600 fixed test tasks (5 shots), MSE after 1 / 5 / 10 steps (mean ± 95% CI,
 median, diverged count), and the paired difference to the shipped MAML on the same tasks.
 
-    python benchmarks/sine_paired.py [--tasks 600] [--algos metasgd anil mamlpp]
+    python benchmarks/sine_paired.py [--tasks 600] [--algos metasgd anil mamlpp imaml]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ STEPS = (1, 5, 10)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=600)
-    parser.add_argument("--algos", nargs="+", default=["fomaml", "reptile", "metasgd", "anil", "mamlpp"])
+    parser.add_argument("--algos", nargs="+", default=["fomaml", "reptile", "metasgd", "anil", "mamlpp", "imaml"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     test = tasks.sine_test_tasks(args.tasks)

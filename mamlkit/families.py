@@ -54,10 +54,9 @@ GENERIC = {"maml": _SINE_MAML, "fomaml": _SINE, "pretrain": _SINE,
            "metasgd": _SINE, "anil": _SINE, "mamlpp": dict(_SINE, inner_steps=5, init="torch", outer_schedule="cosine"),
            "imaml": dict(_SINE, inner_lr=0.01, inner_steps=10, imaml_lambda=10.0, cg_steps=5)}
 # iMAML on sine waves: λ = 10 (with λ = 2 the proximal system I + H/λ was indefinite on many tasks, CG residuals
-# up to 400 in a 400-iteration probe), 10 proximal steps of MAML's 0.01; chosen by short probes, not tuned, and
-# not yet stable: a run diverged (non-finite loss) at iteration 550 with 0.03 and at 818 with 0.01, its logged
-# CG residual reaching 1.0 (I + H/λ indefinite on some tasks: larger λ or fewer steps to try). Fine-tuned at
-# test with the same proximal steps (protocol).
+# up to 400 in a 400-iteration probe), 10 proximal steps of MAML's 0.01; chosen by short probes, not tuned. Plain
+# proximal steps made these runs diverge within 1,000 iterations (meta-training sharpens θ until α(λ + λ_max) > 2);
+# the safeguarded step (imaml.ProximalSGD) trains stably (README). Fine-tuned at test with the same proximal steps.
 
 
 class Family:
