@@ -66,9 +66,10 @@ class ProximalSGD:
     """One gradient step on the proximal objective: ``φ ← φ − η (∇L(φ) + λ (φ − θ))``, ``θ = anchor``.
 
     Plain gradient descent (``η = α``, ``safeguard=False``) converges only for ``α (λ + L) < 2`` (``L`` the
-    support loss's largest curvature), and meta-training sharpens θ until it no longer does (the iMAML sine run
-    reached α·λ_max = 3.5 and NaN). The safeguard (the default) measures the curvature along the last step,
-    ``L̂ = ‖Δ∇‖ / ‖Δφ‖`` (the local Lipschitz estimate of Malitsky & Mishchenko 2020), and
+    support loss's largest curvature), and meta-training sharpens θ until it no longer does (in a sine probe
+    α·λ_max grew from 0.27 to 3.5, where the loss became NaN). The safeguard (the default) measures the
+    curvature along the last step, ``L̂ = ‖Δ∇‖ / ‖Δφ‖`` (the local Lipschitz estimate of Malitsky & Mishchenko
+    2020), and
 
     - rejects the last step if it was too long for that curvature (``η L̂ > 2``: the objective may have gone up)
       and steps again from where it started;

@@ -61,7 +61,7 @@ def test_along_fine_tuning_follows_plain_sgd():
         for step in range(4):
             top = exact_top(model, {k: v.detach() for k, v in p.items()}, t.x_support, t.y_support, F.mse_loss)[-1]
             assert float(sharp[i, step]) == pytest.approx(0.05 * float(top), rel=1e-4)
-            assert float(query[i, step]) == pytest.approx(float(F.mse_loss(P.forward(model, p, t.x_query),
-                                                                           t.y_query)), rel=1e-10)
+            assert float(query[i, step]) == pytest.approx(F.mse_loss(P.forward(model, p, t.x_query),
+                                                                     t.y_query).item(), rel=1e-10)
             g = torch.autograd.grad(F.mse_loss(P.forward(model, p, t.x_support), t.y_support), list(p.values()))
             p = {k: (v - 0.05 * gk).detach().requires_grad_() for (k, v), gk in zip(p.items(), g)}
