@@ -125,11 +125,11 @@ def proximal_loop(theta: Params, lam: float, lr: float, steps: int, safeguard: b
     return InnerLoop(ProximalSGD(lr, lam, anchor, safeguard), steps, first_order=True)
 
 
-def proximal_solution(model: nn.Module, loss_fn: LossFn, theta: Params, x: Tensor, y: Tensor, lam: float,
-                      lr: float, steps: int, safeguard: bool = True) -> Params:
-    """``φ*`` (approximately): ``steps`` gradient steps of (at most) ``lr`` on ``L(φ) + λ/2 ‖φ − θ‖²`` from
-    ``θ``, without a graph."""
-    return proximal_loop(theta, lam, lr, steps, safeguard).adapt(model, loss_fn, theta, x, y, graph=False)[0]
+def proximal_solution(model: nn.Module, loss_fn: LossFn, theta: Params, task: Task, settings: IMAML) -> Params:
+    """``φ*`` (approximately) for ``task``'s support set: ``settings.steps`` gradient steps of (at most)
+    ``settings.lr`` on ``L(φ) + λ/2 ‖φ − θ‖²`` from ``θ`` (safeguarded unless ``settings.safeguard`` is off),
+    without a graph."""
+    return settings.loop(theta).adapt(model, loss_fn, theta, task.x_support, task.y_support, graph=False)[0]
 
 
 @dataclass

@@ -54,7 +54,7 @@ def test_proximal_solution_matches_the_closed_form(device, lam):
     theta = P.get_params(model)
     expected, _, hessian = closed_form(flat_linear(theta).detach(), task, lam)
     lr = 1 / (float(torch.linalg.eigvalsh(hessian).max()) + lam)  # a stable step on the proximal problem
-    phi = imaml.proximal_solution(model, F.mse_loss, theta, task.x_support, task.y_support, lam, lr, steps=400)
+    phi = imaml.proximal_solution(model, F.mse_loss, theta, task, imaml.IMAML(lam, lr, steps=400))
     torch.testing.assert_close(flat_linear(phi), expected, rtol=0, atol=1e-8)
     assert all(v.grad_fn is None for v in phi.values()), "the inner steps must run without a graph"
 
@@ -69,8 +69,7 @@ def test_the_safeguard_converges_where_plain_steps_diverge(device, lam):
     top = float(torch.linalg.eigvalsh(hessian).max()) + lam
 
     def distance(lr, safeguard, steps):
-        phi = imaml.proximal_solution(model, F.mse_loss, theta, task.x_support, task.y_support, lam, lr, steps,
-                                      safeguard)
+        phi = imaml.proximal_solution(model, F.mse_loss, theta, task, imaml.IMAML(lam, lr, steps, safeguard=safeguard))
         return float((flat_linear(phi) - expected).norm())
 
     start = float((flat_linear(theta).detach() - expected).norm())
@@ -90,8 +89,7 @@ def test_the_safeguard_rejects_an_overshooting_first_step(device):
     lr = 20 / (float(torch.linalg.eigvalsh(hessian).max()) + lam)
 
     def objective(safeguard, steps):
-        phi = imaml.proximal_solution(model, F.mse_loss, theta, task.x_support, task.y_support, lam, lr, steps,
-                                      safeguard)
+        phi = imaml.proximal_solution(model, F.mse_loss, theta, task, imaml.IMAML(lam, lr, steps, safeguard=safeguard))
         with torch.no_grad():
             return float(F.mse_loss(P.forward(model, phi, task.x_support), task.y_support)
                          + lam / 2 * sum(((phi[k] - theta[k]) ** 2).sum() for k in phi))
@@ -150,8 +148,8 @@ def test_cg_against_an_explicit_hessian_solve_on_an_mlp(device):
     residual it reports is the true relative residual ‖b − A v‖ / ‖b‖; it shrinks with the CG steps. (Plain
     steps of 0.05: the safeguarded ones stop at a φ where I + H/λ is indefinite, which CG cannot solve.)"""
     model, task, lam = small_mlp(device), sine_task(device)[0], 2.0
-    phi = imaml.proximal_solution(model, F.mse_loss, P.get_params(model), task.x_support, task.y_support, lam,
-                                  0.05, 50, safeguard=False)
+    phi = imaml.proximal_solution(model, F.mse_loss, P.get_params(model), task,
+                                  imaml.IMAML(lam, 0.05, 50, safeguard=False))
     names, shapes = list(phi), [v.shape for v in phi.values()]
 
     def unflat(vec):
@@ -266,7 +264,7 @@ def test_a_bad_lambda_is_refused_by_the_functions_too():
     model, task = small_mlp("cpu"), sine_task("cpu")[0]
     theta = P.get_params(model)
     with pytest.raises(ValueError, match="lambda"):
-        imaml.proximal_solution(model, F.mse_loss, theta, task.x_support, task.y_support, -2.0, 0.01, 3)
+        imaml.proximal_solution(model, F.mse_loss, theta, task, imaml.IMAML(-2.0, 0.01, 3))
     with pytest.raises(ValueError, match="cg_steps"):
         imaml.implicit_gradient(model, F.mse_loss, theta, task, theta, imaml.IMAML(2.0, cg_steps=0))
 
