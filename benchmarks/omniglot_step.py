@@ -50,12 +50,13 @@ def reference_step(model, opt, tasks, first_order: bool) -> None:
     opt.step()
 
 
-def mamlkit_step(model, opt, family, n, generator, first_order: bool) -> None:
-    """What ``training.outer_step`` does for MAML / FOMAML on the CPU (the per-task loop), with sampling."""
+def mamlkit_step(model, opt, family, n, generator, first_order: bool, workers: int = 1) -> None:
+    """What ``training.outer_step`` does for MAML / FOMAML on the CPU (the per-task loop), with sampling;
+    ``workers`` tasks at once on as many threads (``--workers``)."""
     tasks = family.sample(n, "train", 1, 15, generator)
     params = P.get_params(model)
     opt.zero_grad(set_to_none=True)
-    maml.meta_backward(model, params, tasks, family.loss, InnerLoop.sgd(INNER_LR, 1, first_order))
+    maml.meta_backward(model, params, tasks, family.loss, InnerLoop.sgd(INNER_LR, 1, first_order), workers=workers)
     opt.step()
 
 
@@ -73,17 +74,21 @@ def plain_conv4() -> nn.Module:
     return model
 
 
-def contenders(n: int, batches, family, generator, first_order: bool, before: bool) -> dict:
-    """name -> function doing one training step (argument: the round)."""
+def contenders(n: int, batches, family, generator, first_order: bool, before: bool, threads: int) -> dict:
+    """name -> function doing one training step (argument: the round). With ``threads > 1``, also
+    ``mamlkit-workers``: ``threads`` tasks at once, one thread each (``--workers``), on the same cores."""
     torch.manual_seed(0)
     models = {"reference": reference_model(), "mamlkit": Conv4(5)}
+    workers = {"mamlkit": 1}
+    if threads > 1:
+        models["mamlkit-workers"], workers["mamlkit-workers"] = Conv4(5), threads
     if before:
-        models["mamlkit-before"] = plain_conv4()
+        models["mamlkit-before"], workers["mamlkit-before"] = plain_conv4(), 1
     opts = {k: torch.optim.Adam(m.parameters(), 1e-3) for k, m in models.items()}
     steps = {"reference": lambda i: reference_step(models["reference"], opts["reference"], batches[i % 2], first_order)}
     for name in list(models)[1:]:
-        steps[name] = (lambda m, o: lambda i: mamlkit_step(m, o, family, n, generator, first_order))(models[name],
-                                                                                                    opts[name])
+        steps[name] = (lambda m, o, w: lambda i: mamlkit_step(m, o, family, n, generator, first_order, w))(
+            models[name], opts[name], workers[name])
     return steps
 
 
@@ -96,7 +101,7 @@ def measure(meta_batches, threads, repeats, iters, before=False) -> list[dict]:
         for n in meta_batches:
             batches = [family.sample(n, "train", 1, 15, generator) for _ in range(2)]
             for first_order in (False, True):
-                steps = contenders(n, batches, family, generator, first_order, before)
+                steps = contenders(n, batches, family, generator, first_order, before, t)
                 for step in steps.values():  # warm-up
                     step(0)
                 times = {k: [] for k in steps}
@@ -114,7 +119,7 @@ def measure(meta_batches, threads, repeats, iters, before=False) -> list[dict]:
                            "ratio_min": min(ratios), "ratio_max": max(ratios)}
                     rows.append(row)
                     print(f"{row['algo']:6} mb={n:2} threads={t} reference {row['reference_it_s']:6.2f} it/s  "
-                          f"{name:14} {row['it_s']:6.2f} it/s  ×{row['ratio_median']:.2f} "
+                          f"{name:15} {row['it_s']:6.2f} it/s  ×{row['ratio_median']:.2f} "
                           f"({row['ratio_min']:.2f}–{row['ratio_max']:.2f})", flush=True)
     return rows
 

@@ -61,6 +61,7 @@ class Config:
     cg_steps: int | None = None  # iMAML: conjugate-gradient iterations of the implicit gradient (default 5)
     batched: bool | None = None
     max_memory: float | None = None  # MB for the batched path's graph: the meta-batch in chunks that fit
+    workers: int = 1  # per-task loop: tasks adapted at once on this many CPU threads (taskpool.py)
     val_every: int = 1000
     val_tasks: int = 100
     checkpoint_every: int = 1000
@@ -162,6 +163,11 @@ class Config:
         if self.outer_schedule != "constant" and self.algo == "reptile":
             raise ValueError("outer_schedule is for the outer Adam of maml, fomaml and pretrain; Reptile anneals "
                              "its ε with --anneal")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be an integer >= 1 (tasks adapted in parallel), got {self.workers!r}")
+        if self.workers > 1 and (self.algo not in ("maml", "fomaml") or self.batched):
+            raise ValueError(f"workers runs the per-task loop of maml and fomaml on several cores; with algo "
+                             f"{self.algo!r}{' and --batched' if self.batched else ''} drop --workers")
         if self.max_memory is not None and not self.max_memory > 0:
             raise ValueError(f"max_memory must be a number of megabytes > 0, got {self.max_memory!r}")
         if self.max_memory is not None and self.algo not in ("maml", "fomaml"):

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .inner import InnerLoop
 from .params import Params, forward
+from .taskpool import check_workers, map_tasks, replicas
 from .tasks import Task, as_batch
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -78,19 +79,23 @@ def maml_loss(model: nn.Module, params: Params, tasks: Task | Iterable[Task], lo
 
 
 def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner: InnerLoop,
-                  batched: bool = False, scale: float = 1.0, max_memory: float | None = None) -> Tensor:
+                  batched: bool = False, scale: float = 1.0, max_memory: float | None = None,
+                  workers: int = 1) -> Tensor:
     """Add ``scale`` × the meta-gradient of the mean query loss after ``inner`` to ``params``' ``.grad``;
     return the loss.
 
     The loop backpropagates task by task, so only one task's inner graph is alive at a time
-    (the same gradient as ``maml_loss(...).backward()``, with the memory of one task). Batched, in
-    chunks whose graph fits ``max_memory`` MB (``batched.meta_backward_batched``).
+    (the same gradient as ``maml_loss(...).backward()``, with the memory of one task); with ``workers > 1``,
+    that many tasks at once on as many CPU cores (``taskpool``), their gradients added in task order.
+    Batched, in chunks whose graph fits ``max_memory`` MB (``batched.meta_backward_batched``).
     """
     tasks = as_batch(tasks, "meta_backward")
     if batched:
         from .batched import meta_backward_batched
 
         return meta_backward_batched(model, params, tasks, loss_fn, inner, scale, max_memory)
+    if check_workers(workers) > 1:
+        return _meta_backward_parallel(model, params, tasks, loss_fn, inner, scale, workers)
     total = torch.zeros(())
     for task in tasks:
         adapted, _ = inner.adapt(model, loss_fn, params, task.x_support, task.y_support)
@@ -98,6 +103,26 @@ def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn
         (scale * loss).backward()
         total = total.to(loss.device) + loss.detach()
     return total
+
+
+def _meta_backward_parallel(model, params: Params, tasks: Task, loss_fn: LossFn, inner: InnerLoop, scale: float,
+                            workers: int) -> Tensor:
+    """``meta_backward``'s loop with ``workers`` tasks at a time; each returns its gradient, added in task order."""
+    candidates = {id(p): p for p in [*params.values(), *model.parameters()]}.values()
+    leaves = [p for p in candidates if p.requires_grad and p.is_leaf]  # where .backward() would accumulate
+    models = replicas(model, min(workers, len(tasks)))
+
+    def one(task: Task, worker: int):
+        adapted, _ = inner.adapt(models[worker], loss_fn, params, task.x_support, task.y_support)
+        loss = loss_fn(forward(models[worker], adapted, task.x_query), task.y_query) / len(tasks)
+        return loss.detach(), torch.autograd.grad(scale * loss, leaves, allow_unused=True)
+
+    results = map_tasks(one, list(tasks), workers)
+    for _, grads in results:
+        for p, g in zip(leaves, grads):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
+    return sum((loss for loss, _ in results[1:]), results[0][0])
 
 
 def maml_step(model: nn.Module, params: Params, optimizer: torch.optim.Optimizer, tasks: Task,

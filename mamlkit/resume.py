@@ -4,10 +4,10 @@ A resumed run is the same experiment continued: everything that defines it comes
 never from the paper's defaults. Free to change: ``iterations`` (how far to train; it must exceed the
 iterations done, and for Reptile ε is then annealed to 0 over the new total), the time limit, the data
 location (``data_dir``), the device, logging and progress, and the validation and checkpoint cadence
-(``val_every``, ``checkpoint_every``) and the batched
-path's memory budget (``max_memory``). Changed with a warning: the step sizes ``inner_lr`` and
-``outer_lr`` (to continue a run that diverged with a smaller one). Everything else (task, algorithm,
-ways, shots, split, seed, ...) is refused, naming the conflict.
+(``val_every``, ``checkpoint_every``), the batched path's memory budget (``max_memory``) and the loop's
+parallel tasks (``workers``). Changed with a warning: the step sizes ``inner_lr`` and ``outer_lr`` (to continue
+a run that diverged with a smaller one). Everything else (task, algorithm, ways, shots, split, seed, ...) is
+refused, naming the conflict.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import fields, replace
 
 from .config import Config
 
-FREE = ("iterations", "data_dir", "val_every", "checkpoint_every", "max_memory")
+FREE = ("iterations", "data_dir", "val_every", "checkpoint_every", "max_memory", "workers")
 WARN = ("inner_lr", "outer_lr")
 FIXED = tuple(f.name for f in fields(Config) if f.name not in FREE + WARN)
 

@@ -41,6 +41,9 @@ class Run:
     history: dict = field(default_factory=lambda: {"iteration": [], "train_loss": [], "val_metric": []})
     inner_state: AdamState | None = None  # Reptile's inner Adam state, when kept across tasks
     inner_params: dict = field(default_factory=dict)  # learned inner-loop parameters (Meta-SGD's α, MAML++'s)
+    wall_seconds: list = field(default_factory=list)  # wall time of training at each history line, cumulative over
+    # resumes (validation included; NaN for lines written before it was recorded); apart from the history, which
+    # is the same for a resumed run and an uninterrupted one
     pending: dict = field(default_factory=dict)  # per-iteration diagnostics until the next history line (iMAML's
     # CG residual); not saved: every checkpoint follows a history line, which empties it
 
@@ -58,6 +61,7 @@ class Run:
             "history": self.history,
             "inner_state": None if self.inner_state is None else self.inner_state.state_dict(),
             "inner_params": {k: v.detach() for k, v in self.inner_params.items()},
+            "wall_seconds": list(self.wall_seconds),
         }
 
 
@@ -90,6 +94,7 @@ def load_run(path, device="cpu", iterations: int | None = None, model: nn.Module
             run.optimizer.load_state_dict(state["optimizer"])
         run.generator.set_state(state["rng"]["tasks"])
         run.iteration, run.history = state["iteration"], state["history"]
+        run.wall_seconds = [float(v) for v in state.get("wall_seconds") or []]
         if run.inner_state is not None and state.get("inner_state") is not None:  # older checkpoints: fresh state
             run.inner_state = AdamState.from_state_dict(state["inner_state"], device)
     return run

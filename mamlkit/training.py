@@ -8,6 +8,7 @@ Introduced in notebook 04_maml.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
         (loss * weight).backward()
     else:
         inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps, cfg.first_order_at(run.iteration))
-        loss = maml.meta_backward(model, params, mine, loss_fn, inner, batched, weight, cfg.max_memory)
+        loss = maml.meta_backward(model, params, mine, loss_fn, inner, batched, weight, cfg.max_memory, cfg.workers)
     distributed.all_reduce_([p.grad for p in [*params.values(), *run.inner_params.values()] if p.grad is not None])
     for group in run.optimizer.param_groups:
         group["lr"] = outer_lr(cfg, run.iteration)
@@ -143,6 +144,7 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, mod
                                    device=device)
     guard = DivergenceGuard(run, val_tasks, family.loss)
     losses: list[Tensor] = []
+    clock = _wall_clock(run)
     bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not (progress and distributed.is_main()),
                desc=cfg.algo)
     while run.iteration < cfg.iterations:
@@ -154,6 +156,8 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, mod
         if len(losses) == LOG_EVERY or done or run.iteration % cfg.checkpoint_every == 0:
             guard.check(run, torch.stack(losses))  # before any save: never a diverged checkpoint
             _log(run, torch.stack(losses), val_tasks, done, bar)
+            run.wall_seconds += [float("nan")] * (len(run.history["iteration"]) - 1 - len(run.wall_seconds))
+            run.wall_seconds.append(clock())
             losses = []
         if out is not None and distributed.is_main() and (done or run.iteration % cfg.checkpoint_every == 0):
             save_checkpoint(run.state(), out)
@@ -161,6 +165,13 @@ def meta_train(config: Config, out=None, device="cpu", resume: bool = False, mod
             break
     bar.close()
     return run
+
+
+def _wall_clock(run: Run):
+    """Seconds of training so far: this session's wall time after the checkpoint's last recorded total."""
+    before = next((v for v in reversed(run.wall_seconds) if v == v), 0.0)
+    start = time.perf_counter()
+    return lambda: before + time.perf_counter() - start
 
 
 def _log(run: Run, losses: Tensor, val_tasks: Task, done: bool, bar) -> None:

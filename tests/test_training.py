@@ -209,3 +209,17 @@ def crash_and_resume(config, out, monkeypatch, at: int = 25):
     monkeypatch.setattr(training, "outer_step", real_step)
     saved = load_checkpoint(out)
     return saved, training.meta_train(config, out, resume=True, progress=False)
+
+
+def test_wall_time_is_recorded_per_history_line_and_carried_over_a_resume(tmp_path):
+    out = tmp_path / "run.pt"
+    first = training.meta_train(Config(**{**FAST, "iterations": 20}), out, progress=False)
+    assert len(first.wall_seconds) == len(first.history["iteration"]) == 2
+    assert 0 < first.wall_seconds[0] <= first.wall_seconds[1]
+    state = load_checkpoint(out)
+    state["wall_seconds"] = state["wall_seconds"][:1]  # a line without it (as a checkpoint from before): NaN
+    save_checkpoint(state, out)
+    resumed = training.meta_train(Config(**FAST), out, resume=True, progress=False)
+    seconds = resumed.wall_seconds
+    assert len(seconds) == len(resumed.history["iteration"]) == 3
+    assert seconds[1] != seconds[1] and seconds[2] >= seconds[0]  # NaN, then on from the last recorded total
