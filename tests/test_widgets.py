@@ -235,6 +235,11 @@ def test_plots_return_axes_with_course_colours():
     assert [line.get_color() for line in lines] == ["C0", "C2"] and list(lines[0].get_xdata()) == [2]  # NaNs skipped
     assert len(plots.plot_cost([1, 2], {"maml": [1, 2], "reptile": [1, 1]}, "ms").get_lines()) == 2
     assert len(plots.plot_tasks(test, n=3).get_lines()) == 6
+    curve = {"minutes": [1.0, float("nan"), 3.0], "val": [0.8, 0.9, float("nan")],
+             "test": [{"minutes": 3.0, "mean": 0.95, "ci95": 0.01}]}
+    ax = plots.plot_time_to_accuracy(curve, targets=((20, 0.95),))
+    assert list(ax.get_lines()[0].get_xdata()) == [1.0]  # NaN minutes or accuracies are skipped
+    assert len(ax.containers) == 1 and "test" in ax.get_legend_handles_labels()[1][-1]
 
 
 def test_setup_notebook_prints_versions(capsys):

@@ -141,6 +141,28 @@ def plot_validation(histories: dict, ax=None, ylabel: str = "validation accuracy
     return ax
 
 
+def plot_time_to_accuracy(curve: dict, targets=((20, 0.95), (120, 0.98)), ax=None):
+    """Validation accuracy against wall-clock minutes of training (``curve``: ``minutes``, ``val``, and optionally
+    ``test``, a list of ``{minutes, mean, ci95}`` measured on the fixed test tasks, drawn with their 95% CI), with
+    each target (minutes, accuracy) as a marked corner to reach."""
+    ax = _axes(ax)
+    points = [(m, v) for m, v in zip(curve["minutes"], curve["val"]) if m == m and v == v]
+    if points:
+        ax.plot(*zip(*points), "-", color=color("maml"), label="validation (fixed tasks)")
+    for t in curve.get("test", []):
+        ax.errorbar(t["minutes"], t["mean"], yerr=t["ci95"], fmt="s", color="black", ms=5, capsize=3)
+    if curve.get("test"):
+        ax.plot([], [], "s", color="black", label="test, 600 tasks ± 95% CI")
+    for minutes, accuracy in targets:
+        ax.plot([minutes, minutes], [0, accuracy], ":", color="grey")
+        ax.plot([0, minutes], [accuracy, accuracy], ":", color="grey")
+        ax.annotate(f"target {accuracy:.0%} by {minutes:g} min", (minutes, accuracy), fontsize="x-small",
+                    xytext=(3, -10), textcoords="offset points")
+    ax.set(xlabel="wall-clock minutes of training", ylabel="accuracy", ylim=(0.5, 1.0), xlim=(0, None))
+    ax.legend(loc="lower right")
+    return ax
+
+
 def plot_eval(results: dict, ax=None, log: bool = False):
     """Query MSE against inner steps with a 95% CI band, one line per method: {name: EvalResult}.
 
