@@ -42,9 +42,10 @@ def curve(checkpoint, tests=(), command: str = "") -> dict:
         result = json.loads(Path(path).read_text())
         result = result[0] if isinstance(result, list) else result
         snapshot = load_checkpoint(result["checkpoint"])
+        steps = list(result["steps"])[-1]  # the protocol's last scored step (3 for Omniglot MAML)
         out["test"].append({"iteration": snapshot["iteration"], "minutes": by_iteration[snapshot["iteration"]] / 60,
-                            "mean": result["mean"][-1], "ci95": result["ci95"][-1], "steps": result["scored"][-1],
-                            "tasks": result["tasks"]})
+                            "mean": result["steps"][steps]["mean"], "ci95": result["steps"][steps]["ci95"],
+                            "steps": int(steps), "tasks": result["tasks"]})
     return out
 
 

@@ -71,6 +71,19 @@ def test_shipped_checkpoints_are_documented_and_portable(path):
     assert state["iteration"] == state["history"]["iteration"][-1]
 
 
+def test_time_to_accuracy_curve_is_documented_and_the_readme_quotes_it():
+    import json
+
+    curve = json.loads((ROOT / "data" / "omniglot-time-to-accuracy.json").read_text())
+    assert "`omniglot-time-to-accuracy.json`" in (ROOT / "data" / "README.md").read_text()
+    assert len(curve["minutes"]) == len(curve["val"]) == len(curve["iteration"]) and curve["test"]
+    assert curve["config"]["data_dir"] is None and "/work" not in json.dumps(curve)
+    readme = (ROOT / "README.md").read_text()
+    for t in curve["test"]:
+        assert t["tasks"] == 600 and f"{t['iteration']:,}" in readme
+        assert f"{100 * t['mean']:.2f} ± {100 * t['ci95']:.2f}%" in readme, t
+
+
 # --- the answer key stays with the instructors -----------------------------------------------------
 
 SOLUTIONS = ROOT / "instructor" / "solutions.py"

@@ -157,8 +157,10 @@ def plot_time_to_accuracy(curve: dict, targets=((20, 0.95), (120, 0.98)), ax=Non
         ax.plot([minutes, minutes], [0, accuracy], ":", color="grey")
         ax.plot([0, minutes], [accuracy, accuracy], ":", color="grey")
         ax.annotate(f"target {accuracy:.0%} by {minutes:g} min", (minutes, accuracy), fontsize="x-small",
-                    xytext=(3, -10), textcoords="offset points")
-    ax.set(xlabel="wall-clock minutes of training", ylabel="accuracy", ylim=(0.5, 1.0), xlim=(0, None))
+                    xytext=(-3, 3), textcoords="offset points", ha="right")
+    lowest = min([v for _, v in points] + [t["mean"] - t["ci95"] for t in curve.get("test", [])], default=0.5)
+    ax.set(xlabel="wall-clock minutes of training", ylabel="accuracy", ylim=(min(0.9, lowest - 0.02), 1.0),
+           xlim=(0, None))
     ax.legend(loc="lower right")
     return ax
 
