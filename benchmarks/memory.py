@@ -41,8 +41,8 @@ def measure(work: str, variant: str, budget: float | None, device, iters: int) -
     start = time.perf_counter()
     for _ in range(iters):
         opt.zero_grad(set_to_none=True)
-        maml.meta_backward(model, params, batch, loss_fn, inner, batched=variant != "loop",
-                           max_memory=budget if variant == "chunked" else None)
+        how = maml.Execution(batched=variant != "loop", max_memory=budget if variant == "chunked" else None)
+        maml.meta_backward(model, params, batch, loss_fn, inner, how)
         opt.step()
     seconds = (time.perf_counter() - start) / iters
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"

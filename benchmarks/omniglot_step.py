@@ -56,7 +56,8 @@ def mamlkit_step(model, opt, family, n, generator, first_order: bool, workers: i
     tasks = family.sample(n, "train", 1, 15, generator)
     params = P.get_params(model)
     opt.zero_grad(set_to_none=True)
-    maml.meta_backward(model, params, tasks, family.loss, InnerLoop.sgd(INNER_LR, 1, first_order), workers=workers)
+    maml.meta_backward(model, params, tasks, family.loss, InnerLoop.sgd(INNER_LR, 1, first_order),
+                       maml.Execution(workers=workers))
     opt.step()
 
 

@@ -66,7 +66,7 @@ def meta_backward(model: nn.Module, tasks: Task, loss_fn, inner: InnerLoop, batc
     through its adaptation, the body directly); return the mean query loss. ``inner`` adapts the head."""
     head, _ = split(model)
     with head_only(model):
-        return maml.meta_backward(model, head, tasks, loss_fn, inner, batched, scale)
+        return maml.meta_backward(model, head, tasks, loss_fn, inner, maml.Execution(batched), scale)
 
 
 def anil_loss(model: nn.Module, head: Params, tasks: Task, loss_fn, inner: InnerLoop,

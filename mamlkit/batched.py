@@ -96,8 +96,7 @@ def meta_backward_batched(model: nn.Module, params: Params, tasks: Task, loss_fn
     chunks of tasks whose saved tensors fit it (measured on the first task), each chunk backpropagated
     before the next. The same gradient as one chunk (tested); ``None``: all tasks at once.
     """
-    if max_memory is not None and not max_memory > 0:
-        raise ValueError(f"max_memory must be a number of megabytes > 0 (or None for no limit), got {max_memory!r}")
+    check_max_memory(max_memory)
     n, total, start, chunk = len(tasks), 0.0, 0, len(tasks) if max_memory is None else 1
     while start < n:
         loss = batched_task_losses(model, params, tasks[start: start + chunk], loss_fn, loop).sum() / n
@@ -107,6 +106,12 @@ def meta_backward_batched(model: nn.Module, params: Params, tasks: Task, loss_fn
         (scale * loss).backward()
         total = total + loss.detach()
     return total
+
+
+def check_max_memory(max_memory) -> None:
+    if max_memory is not None and (isinstance(max_memory, bool) or not isinstance(max_memory, (int, float))
+                                   or not max_memory > 0):
+        raise ValueError(f"max_memory must be a number of megabytes > 0 (or None for no limit), got {max_memory!r}")
 
 
 def saved_bytes(output: Tensor) -> int:

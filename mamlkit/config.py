@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from . import algorithms, families
+from .batched import check_max_memory
 from .data.omniglot import SPLITS as CHARACTER_SPLITS
 from .inner import OPTIMIZERS
 from .mamlpp import first_order_at  # DOA's rule, written once
@@ -168,8 +169,7 @@ class Config:
         if self.workers > 1 and (self.algo not in ("maml", "fomaml") or self.batched):
             raise ValueError(f"workers runs the per-task loop of maml and fomaml on several cores; with algo "
                              f"{self.algo!r}{' and --batched' if self.batched else ''} drop --workers")
-        if self.max_memory is not None and not self.max_memory > 0:
-            raise ValueError(f"max_memory must be a number of megabytes > 0, got {self.max_memory!r}")
+        check_max_memory(self.max_memory)
         if self.max_memory is not None and self.algo not in ("maml", "fomaml"):
             raise ValueError(f"max_memory bounds the batched graph of maml and fomaml; algo {self.algo!r} does not "
                              "use it: drop --max-memory")

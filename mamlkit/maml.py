@@ -7,11 +7,13 @@ Introduced in notebooks 02_inner_update (inner update), 03_outer_update and 04_m
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .batched import check_max_memory
 from .inner import InnerLoop
 from .params import Params, forward
 from .taskpool import check_workers, map_tasks, replicas
@@ -78,24 +80,43 @@ def maml_loss(model: nn.Module, params: Params, tasks: Task | Iterable[Task], lo
     return torch.stack(losses).mean()
 
 
-def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner: InnerLoop,
-                  batched: bool = False, scale: float = 1.0, max_memory: float | None = None,
-                  workers: int = 1) -> Tensor:
-    """Add ``scale`` × the meta-gradient of the mean query loss after ``inner`` to ``params``' ``.grad``;
-    return the loss.
+@dataclass(frozen=True)
+class Execution:
+    """How ``meta_backward`` runs the tasks of a meta-batch; every way gives the same gradient (tested).
 
-    The loop backpropagates task by task, so only one task's inner graph is alive at a time
-    (the same gradient as ``maml_loss(...).backward()``, with the memory of one task); with ``workers > 1``,
-    that many tasks at once on as many CPU cores (``taskpool``), their gradients added in task order.
-    Batched, in chunks whose graph fits ``max_memory`` MB (``batched.meta_backward_batched``).
+    - the per-task loop (default): task by task, one task's inner graph alive at a time;
+    - ``workers > 1``: the loop with that many tasks at once on as many CPU cores (``taskpool``);
+    - ``batched``: all tasks at once with ``torch.func.vmap``, in chunks whose graph fits ``max_memory`` MB
+      (``None``: one chunk). The loop needs no budget: it holds one task's graph.
     """
+
+    batched: bool = False
+    max_memory: float | None = None
+    workers: int = 1
+
+    def __post_init__(self):
+        check_workers(self.workers)
+        check_max_memory(self.max_memory)
+        if self.batched and self.workers > 1:
+            raise ValueError("workers runs the per-task loop on several cores; the batched path runs all tasks "
+                             "at once: choose one (batched=False, or workers=1)")
+
+
+def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner: InnerLoop,
+                  execution: Execution = Execution(), scale: float = 1.0) -> Tensor:
+    """Add ``scale`` × the meta-gradient of the mean query loss after ``inner`` to ``params``' ``.grad``;
+    return the loss. ``execution`` says how the tasks run (loop, workers, batched in chunks): the same
+    gradient as ``maml_loss(...).backward()`` every way.
+    """
+    if not isinstance(execution, Execution):
+        raise TypeError(f"execution must be a maml.Execution (e.g. Execution(batched=True)), got {execution!r}")
     tasks = as_batch(tasks, "meta_backward")
-    if batched:
+    if execution.batched:
         from .batched import meta_backward_batched
 
-        return meta_backward_batched(model, params, tasks, loss_fn, inner, scale, max_memory)
-    if check_workers(workers) > 1:
-        return _meta_backward_parallel(model, params, tasks, loss_fn, inner, scale, workers)
+        return meta_backward_batched(model, params, tasks, loss_fn, inner, scale, execution.max_memory)
+    if execution.workers > 1:
+        return _meta_backward_parallel(model, params, tasks, loss_fn, inner, scale, execution.workers)
     total = torch.zeros(())
     for task in tasks:
         adapted, _ = inner.adapt(model, loss_fn, params, task.x_support, task.y_support)
@@ -131,7 +152,7 @@ def maml_step(model: nn.Module, params: Params, optimizer: torch.optim.Optimizer
     ``inner``: the inner loop (``InnerLoop.sgd(α, steps, first_order)``), or α for one SGD step."""
     inner = inner if isinstance(inner, InnerLoop) else InnerLoop.sgd(inner)
     optimizer.zero_grad(set_to_none=True)
-    loss = meta_backward(model, params, tasks, loss_fn, inner, batched)
+    loss = meta_backward(model, params, tasks, loss_fn, inner, Execution(batched))
     optimizer.step()
     return loss
 

@@ -33,7 +33,7 @@ def meta_backward(model: nn.Module, params: Params, alpha: Params, tasks: Task, 
     (``params``) and of α (``alpha``); return the loss. MAML's ``meta_backward`` with α in the loop."""
     if alpha.keys() != params.keys():
         raise ValueError(f"alpha must have one tensor per parameter: {sorted(set(params) ^ set(alpha))} differ")
-    return maml.meta_backward(model, params, tasks, loss_fn, inner_loop(alpha, steps), batched, scale)
+    return maml.meta_backward(model, params, tasks, loss_fn, inner_loop(alpha, steps), maml.Execution(batched), scale)
 
 
 def metasgd_loss(model: nn.Module, params: Params, alpha: Params, tasks: Task, loss_fn, steps: int = 1,

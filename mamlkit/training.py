@@ -45,7 +45,7 @@ DERIVED = ("msl_iterations", "first_order_iterations")  # defaults that follow -
 def use_batched(config: Config, model: nn.Module) -> bool:
     """``batched=None``: batched where it is faster (``prefer_batched``); ``True`` insists (clear error
     if the model cannot be batched)."""
-    if config.batched is False or config.algo == "pretrain":
+    if config.batched is False or config.algo == "pretrain" or config.workers > 1:  # workers: the loop
         return False
     if config.batched:
         check_batchable(model)
@@ -84,7 +84,8 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
         (loss * weight).backward()
     else:
         inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps, cfg.first_order_at(run.iteration))
-        loss = maml.meta_backward(model, params, mine, loss_fn, inner, batched, weight, cfg.max_memory, cfg.workers)
+        how = maml.Execution(batched, cfg.max_memory, cfg.workers)
+        loss = maml.meta_backward(model, params, mine, loss_fn, inner, how, weight)
     distributed.all_reduce_([p.grad for p in [*params.values(), *run.inner_params.values()] if p.grad is not None])
     for group in run.optimizer.param_groups:
         group["lr"] = outer_lr(cfg, run.iteration)

@@ -176,7 +176,7 @@ def test_meta_backward_task_by_task_equals_the_mean_loss_gradient(device, batche
     params = P.get_params(model)
     tasks = sine_batch(4, device)
     expected = torch.autograd.grad(maml.maml_loss(model, params, tasks, F.mse_loss, 0.05, 2), list(params.values()))
-    loss = maml.meta_backward(model, params, tasks, F.mse_loss, InnerLoop.sgd(0.05, 2), batched=batched, scale=0.5)
+    loss = maml.meta_backward(model, params, tasks, F.mse_loss, InnerLoop.sgd(0.05, 2), maml.Execution(batched), 0.5)
     torch.testing.assert_close(loss, maml.maml_loss(model, params, tasks, F.mse_loss, 0.05, 2).detach())
     for p, g in zip(params.values(), expected):
         torch.testing.assert_close(p.grad, 0.5 * g, rtol=1e-10, atol=1e-12)

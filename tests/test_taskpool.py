@@ -26,7 +26,7 @@ def image_tasks(n=5, ways=5, queries=3, seed=0) -> Task:
 def gradients(model, params, tasks, loss_fn, inner, workers, start=None):
     for p in model.parameters():
         p.grad = None if start is None else torch.full_like(p, start)
-    loss = maml.meta_backward(model, params, tasks, loss_fn, inner, scale=0.5, workers=workers)
+    loss = maml.meta_backward(model, params, tasks, loss_fn, inner, maml.Execution(workers=workers), 0.5)
     return loss, [None if p.grad is None else p.grad.clone() for p in model.parameters()]
 
 
@@ -120,3 +120,21 @@ def test_cli_bad_workers_is_one_line(tmp_path, capsys):
     assert main(["train", "--workers", "0", "--out", str(tmp_path / "x.pt"), "--no-progress"]) != 0
     err = capsys.readouterr().err.strip()
     assert "workers must be an integer >= 1" in err and "\n" not in err
+
+
+def test_execution_refuses_workers_with_the_batched_path_and_old_positional_flags():
+    with pytest.raises(ValueError, match="choose one"):
+        maml.Execution(batched=True, workers=2)
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        maml.Execution(workers=0)
+    model = MLP()
+    with pytest.raises(TypeError, match="execution must be a maml.Execution"):
+        maml.meta_backward(model, P.get_params(model), sample_sine_tasks(2, 5, 5), torch.nn.functional.mse_loss,
+                           InnerLoop.sgd(0.01), True)
+
+
+def test_workers_choose_the_loop_where_the_batched_path_would_be_the_default():
+    """The sine MLP runs batched by default on the CPU; asking for workers runs the loop they parallelise."""
+    model = MLP()
+    assert training.use_batched(Config(algo="maml"), model)
+    assert not training.use_batched(Config(algo="maml", workers=2), model)

@@ -72,7 +72,7 @@ def test_representation_change_by_hand():
         adapted = InnerLoop.sgd(0.1, 2).adapt(model, F.mse_loss, theta, t.x_support, t.y_support)[0]
         adapted = params.detach(adapted)
         pairs = zip(layers(theta, t.x_query), layers(adapted, t.x_query))
-        expected.append([float((a - b).norm() / b.norm()) for b, a in pairs])
+        expected.append([float(((a - b).norm() / b.norm()).detach()) for b, a in pairs])
     mean = torch.tensor(expected).mean(0)
     torch.testing.assert_close(torch.tensor(list(change.values()), dtype=mean.dtype), mean)
     tiny = variants.representation_change(model, batch, F.mse_loss, 1e-9, 1)
