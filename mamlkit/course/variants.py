@@ -45,7 +45,7 @@ def adapted_prediction(run: Run, task: Task, steps: int, x: Tensor) -> Tensor:
 
 def step_sizes(inner_params: P.Params) -> dict[str, tuple[float, float, float]]:
     """Meta-SGD's learned α (or MAML++'s per-step α): per parameter tensor, (mean, min, max)."""
-    return {k: (float(v.mean()), float(v.min()), float(v.max())) for k, v in inner_params.items()}
+    return {k: (float(v.mean()), float(v.min()), float(v.max())) for k, v in P.detach(inner_params).items()}
 
 
 def plot_step_sizes(inner_params: P.Params, start: float | None = None, ax: Axes | None = None) -> Axes:
