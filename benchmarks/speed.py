@@ -3,6 +3,7 @@ against the installed peers (higher, TorchOpt), in one run, each configuration i
 
     python benchmarks/speed.py --device cpu --out benchmarks/results-cpu.json
 
+``mamlkit-compiled`` is ``--compile`` (W1; its first step, the compilation, is reported apart as ``first_step_s``).
 W1 sine: MLP 1-40-40-1, meta-batch 25, K = 10 support + 10 query, 1 and 5 inner steps.
 W2 Omniglot-shaped: Conv4 on 1×28×28 (random pixels), 5-way 1-shot, 15 queries per class,
 meta-batch 32, 1 and 5 inner steps. Ratios are to the fastest peer measured in the same run.
@@ -32,7 +33,7 @@ WORKLOADS = {
     "W1": dict(algos=("maml", "fomaml", "reptile"), steps=(1, 5)),
     "W2": dict(algos=("maml", "fomaml"), steps=(1, 5)),
 }
-IMPLS = ("mamlkit-loop", "mamlkit-batched", "higher", "torchopt")
+IMPLS = ("mamlkit-loop", "mamlkit-batched", "mamlkit-compiled", "higher", "torchopt")
 
 
 def workload(name: str, device):
@@ -56,10 +57,21 @@ def make_step(impl: str, algo: str, steps: int, model, loss_fn, inner_lr):
     outer = torch.optim.Adam(model.parameters(), lr=1e-3)
     first_order = algo == "fomaml"
     if algo == "reptile":
-        if not impl.startswith("mamlkit"):
+        if not impl.startswith("mamlkit") or impl == "mamlkit-compiled":
             return None
         return lambda t: reptile.apply_params(params, reptile.reptile_step(
             model, params, t, loss_fn, inner_lr, steps, 1.0, batched=impl == "mamlkit-batched"))
+    if impl == "mamlkit-compiled":  # --compile: the meta-gradient as one compiled function, fused outer Adam
+        if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            return None  # W1 only: on the CPU the conv model runs the loop (measured faster there)
+        inner, how = InnerLoop.sgd(inner_lr, steps, first_order), maml.Execution(batched=True, compiled=True)
+        fused = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+
+        def step_compiled(t):
+            fused.zero_grad(set_to_none=True)
+            maml.meta_backward(model, params, t, loss_fn, inner, how)
+            fused.step()
+        return step_compiled
     if impl.startswith("mamlkit"):
         inner = InnerLoop.sgd(inner_lr, steps, first_order)
         return lambda t: maml.maml_step(model, params, outer, t, loss_fn, inner,
@@ -116,8 +128,10 @@ def measure_one(work, algo, steps, impl, device, repeats, iters) -> dict | None:
     base = rss_mb()  # before the first step: its growth is the memory the meta-iteration needs
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    step(batches[0])
+    start = time.perf_counter()
+    step(batches[0])  # warm-up (and, compiled, the compilation)
     sync()
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -129,7 +143,8 @@ def measure_one(work, algo, steps, impl, device, repeats, iters) -> dict | None:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
     sec = statistics.median(times)
     return {"workload": work, "algo": algo, "steps": steps, "impl": impl, "it_per_s": 1 / sec,
-            "peak_mb": peak, "memory": "cuda max_memory_allocated" if device.type == "cuda" else "CPU peak RSS growth"}
+            "peak_mb": peak, "first_step_s": first,
+            "memory": "cuda max_memory_allocated" if device.type == "cuda" else "CPU peak RSS growth"}
 
 
 def available(impl: str) -> bool:
@@ -141,7 +156,7 @@ def run_all(args) -> list[dict]:
     for work in args.workloads:
         for algo in WORKLOADS[work]["algos"]:
             for steps in WORKLOADS[work]["steps"]:
-                for impl in [i for i in IMPLS if available(i)]:
+                for impl in [i for i in args.impls if available(i)]:
                     if args.device.startswith("cuda"):  # max_memory_allocated resets per config: no process needed
                         row = measure_one(work, algo, steps, impl, torch.device(args.device), args.repeats,
                                           args.iters[work == "W2"])
@@ -181,6 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=list(WORKLOADS))
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iters", type=int, nargs=2, default=[20, 2], metavar=("W1", "W2"))
     parser.add_argument("--out", help="write the rows as JSON here")

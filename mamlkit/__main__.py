@@ -115,12 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "whose graph fits MB megabytes (same gradient, less memory; default: all tasks at once)")
     t.add_argument("--workers", type=int, help="maml/fomaml per-task loop: adapt N tasks at once, one CPU thread "
                    "each (default 1; the same gradient, summed in task order)")
+    t.add_argument("--compile", dest="compiled", action="store_true", default=None,
+                   help="maml/fomaml batched: the meta-gradient as one torch.compile'd function and a fused outer "
+                   "Adam (≈3× faster on the sine MLP, about a minute to compile first; the same gradient to rounding)")
     t.add_argument("--val-every", type=int, help="validate every N iterations (default 1000)")
     t.add_argument("--val-tasks", type=int, help="fixed validation tasks (default 100)")
     t.add_argument("--checkpoint-every", type=int, help="save every N iterations (default 1000)")
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists, with its settings; "
                    "only --iterations, --max-minutes, --data-dir, --device, --no-progress, --val-every, --max-memory, "
-                   "--checkpoint-every, --workers and (with a warning) --inner-lr / --outer-lr may change")
+                   "--checkpoint-every, --workers, --compile and (with a warning) --inner-lr / --outer-lr may change")
     t.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out with a new run")
     t.add_argument("--max-minutes", type=float, help="stop (checkpointed, resumable) after this much wall time")
     _common(t)
@@ -153,7 +156,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 # Config fields set by a train flag of the same name (others: see ``_asked``).
 _FLAGS = ("task", "algo", "iterations", "inner_lr", "outer_lr", "inner_steps", "meta_batch_size", "shots", "queries",
           "seed", "inner_optimizer", "inner_batch", "batched", "val_every", "val_tasks", "ways", "split",
-          "checkpoint_every", "outer_schedule", "init", "max_memory", "workers", "msl_iterations",
+          "checkpoint_every", "outer_schedule", "init", "max_memory", "workers", "compiled", "msl_iterations",
           "first_order_iterations", "imaml_lambda", "cg_steps")
 _NEW_RUN = dict(task="sinusoid", algo="maml", seed=0, ways=5, split="maml", val_every=1000, val_tasks=100,
                 checkpoint_every=1000)

@@ -63,6 +63,7 @@ class Config:
     batched: bool | None = None
     max_memory: float | None = None  # MB for the batched path's graph: the meta-batch in chunks that fit
     workers: int = 1  # per-task loop: tasks adapted at once on this many CPU threads (taskpool.py)
+    compiled: bool = False  # batched maml/fomaml: the meta-gradient as one torch.compile'd function (compiled.py)
     val_every: int = 1000
     val_tasks: int = 100
     checkpoint_every: int = 1000
@@ -169,6 +170,12 @@ class Config:
         if self.workers > 1 and (self.algo not in ("maml", "fomaml") or self.batched):
             raise ValueError(f"workers runs the per-task loop of maml and fomaml on several cores; with algo "
                              f"{self.algo!r}{' and --batched' if self.batched else ''} drop --workers")
+        if self.compiled is not False and (self.compiled is not True or self.algo not in ("maml", "fomaml")
+                                           or self.batched is False or self.workers > 1 or self.max_memory is not None
+                                           or self.inner_optimizer != "sgd"):
+            raise ValueError(f"compile runs the batched meta-gradient of maml and fomaml with SGD inner steps; with "
+                             f"algo {self.algo!r}, inner optimizer {self.inner_optimizer!r}, batched {self.batched}, "
+                             f"workers {self.workers}, max_memory {self.max_memory} drop --compile (or those options)")
         check_max_memory(self.max_memory)
         if self.max_memory is not None and self.algo not in ("maml", "fomaml"):
             raise ValueError(f"max_memory bounds the batched graph of maml and fomaml; algo {self.algo!r} does not "

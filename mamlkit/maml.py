@@ -87,12 +87,15 @@ class Execution:
     - the per-task loop (default): task by task, one task's inner graph alive at a time;
     - ``workers > 1``: the loop with that many tasks at once on as many CPU cores (``taskpool``);
     - ``batched``: all tasks at once with ``torch.func.vmap``, in chunks whose graph fits ``max_memory`` MB
-      (``None``: one chunk). The loop needs no budget: it holds one task's graph.
+      (``None``: one chunk). The loop needs no budget: it holds one task's graph;
+    - ``compiled`` (with ``batched``): the meta-gradient as one ``torch.compile``'d function (``compiled.py``;
+      SGD inner steps, equal to rounding).
     """
 
     batched: bool = False
     max_memory: float | None = None
     workers: int = 1
+    compiled: bool = False
 
     def __post_init__(self):
         check_workers(self.workers)
@@ -100,6 +103,9 @@ class Execution:
         if self.batched and self.workers > 1:
             raise ValueError("workers runs the per-task loop on several cores; the batched path runs all tasks "
                              "at once: choose one (batched=False, or workers=1)")
+        if self.compiled and (not self.batched or self.max_memory is not None):
+            raise ValueError("compiled is the batched path as one compiled function: it needs batched=True and no "
+                             "max_memory")
 
 
 def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn, inner: InnerLoop,
@@ -111,6 +117,10 @@ def meta_backward(model: nn.Module, params: Params, tasks: Task, loss_fn: LossFn
     if not isinstance(execution, Execution):
         raise TypeError(f"execution must be a maml.Execution (e.g. Execution(batched=True)), got {execution!r}")
     tasks = as_batch(tasks, "meta_backward")
+    if execution.compiled:
+        from .compiled import meta_backward_compiled
+
+        return meta_backward_compiled(model, params, tasks, loss_fn, inner, scale)
     if execution.batched:
         from .batched import meta_backward_batched
 

@@ -4,8 +4,9 @@ A resumed run is the same experiment continued: everything that defines it comes
 never from the paper's defaults. Free to change: ``iterations`` (how far to train; it must exceed the
 iterations done, and for Reptile ε is then annealed to 0 over the new total), the time limit, the data
 location (``data_dir``), the device, logging and progress, and the validation and checkpoint cadence
-(``val_every``, ``checkpoint_every``), the batched path's memory budget (``max_memory``) and the loop's
-parallel tasks (``workers``). Changed with a warning: the step sizes ``inner_lr`` and ``outer_lr`` (to continue
+(``val_every``, ``checkpoint_every``), the batched path's memory budget (``max_memory``), the loop's
+parallel tasks (``workers``) and compiling the meta-gradient (``compiled``): how the same gradient is computed.
+Changed with a warning: the step sizes ``inner_lr`` and ``outer_lr`` (to continue
 a run that diverged with a smaller one). Everything else (task, algorithm, ways, shots, split, seed, ...) is
 refused, naming the conflict.
 """
@@ -16,7 +17,7 @@ from dataclasses import fields, replace
 
 from .config import Config
 
-FREE = ("iterations", "data_dir", "val_every", "checkpoint_every", "max_memory", "workers")
+FREE = ("iterations", "data_dir", "val_every", "checkpoint_every", "max_memory", "workers", "compiled")
 WARN = ("inner_lr", "outer_lr")
 FIXED = tuple(f.name for f in fields(Config) if f.name not in FREE + WARN)
 

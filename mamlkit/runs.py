@@ -73,8 +73,9 @@ def new_run(config: Config, device="cpu", model: nn.Module | None = None) -> Run
     model = (family.model(config) if model is None else model).to(device)
     algorithm = algorithms.get(config.algo)
     inner_params = {} if algorithm is None else algorithm.inner_params(config, model)
-    optimizer = None if config.algo == "reptile" else torch.optim.Adam([*model.parameters(), *inner_params.values()],
-                                                                       lr=config.outer_lr)
+    trained = [*model.parameters(), *inner_params.values()]
+    fused = config.compiled or None  # --compile: one fused kernel for the outer Adam too
+    optimizer = None if config.algo == "reptile" else torch.optim.Adam(trained, lr=config.outer_lr, fused=fused)
     inner_state = AdamState.zeros(P.get_params(model)) if config.keep_inner_state else None
     return Run(config, model, optimizer, torch.Generator().manual_seed(config.seed), inner_state=inner_state,
                inner_params=inner_params)

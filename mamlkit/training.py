@@ -47,7 +47,7 @@ def use_batched(config: Config, model: nn.Module) -> bool:
     if the model cannot be batched)."""
     if config.batched is False or config.algo == "pretrain" or config.workers > 1:  # workers: the loop
         return False
-    if config.batched:
+    if config.batched or config.compiled:
         check_batchable(model)
         return True
     return prefer_batched(model)
@@ -84,7 +84,7 @@ def outer_step(run: Run, tasks: Task, batched: bool) -> Tensor:
         (loss * weight).backward()
     else:
         inner = InnerLoop.sgd(cfg.inner_lr, cfg.inner_steps, cfg.first_order_at(run.iteration))
-        how = maml.Execution(batched, cfg.max_memory, cfg.workers)
+        how = maml.Execution(batched, cfg.max_memory, cfg.workers, cfg.compiled)
         loss = maml.meta_backward(model, params, mine, loss_fn, inner, how, weight)
     distributed.all_reduce_([p.grad for p in [*params.values(), *run.inner_params.values()] if p.grad is not None])
     for group in run.optimizer.param_groups:
