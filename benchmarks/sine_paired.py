@@ -2,7 +2,9 @@
 own meta-test protocol on the course's 600 fixed test tasks (5 shots), MSE after 1 / 5 / 10 steps (mean ± 95% CI,
 median, diverged count), and the paired difference to the shipped MAML on the same tasks.
 
-    python benchmarks/sine_paired.py [--tasks 600] [--algos metasgd anil mamlpp imaml]
+    python benchmarks/sine_paired.py [--tasks 600] [--algos metasgd anil mamlpp imaml] [--files RUN.pt ...]
+
+``--files``: other checkpoints (e.g. a ``--compile`` run) in the same table, paired against the shipped MAML.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ STEPS = (1, 5, 10)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=600)
-    parser.add_argument("--algos", nargs="+", default=["fomaml", "reptile", "metasgd", "anil", "mamlpp", "imaml"])
+    parser.add_argument("--algos", nargs="*", default=["fomaml", "reptile", "metasgd", "anil", "mamlpp", "imaml"])
+    parser.add_argument("--files", nargs="*", default=[], help="more checkpoints, paired against the shipped MAML")
     args = parser.parse_args()
     torch.set_num_threads(1)
     test = tasks.sine_test_tasks(args.tasks)
     results = {}
-    for algo in ["maml", *args.algos]:
-        run = load_run(SHIPPED / f"sinusoid-{algo}.pt", "cpu")
-        results[algo] = (run.iteration, evaluate_run(run, test))
+    paths = {algo: SHIPPED / f"sinusoid-{algo}.pt" for algo in ["maml", *args.algos]}
+    for name, path in {**paths, **{f: f for f in args.files}}.items():
+        run = load_run(path, "cpu")
+        results[name] = (run.iteration, evaluate_run(run, test))
     print(f"| method (iterations) | {' | '.join(f'{k} step(s)' for k in STEPS)} | − MAML, paired: "
           f"{' / '.join(str(k) for k in STEPS)} steps |")
     print("|---|" + "---|" * (len(STEPS) + 1))
