@@ -80,8 +80,9 @@ class BatchNorm(nn.Module):
 
 def under_transform() -> bool:
     """Whether a ``torch.func`` transform (``vmap``, ``grad``) is running: activations are then wrapped
-    tensors, and only plain ops are known to be differentiated exactly to second order."""
-    return bool(get_interpreter_stack())
+    tensors, and only plain ops are known to be differentiated exactly to second order. Under ``torch.compile``
+    (``--compile``, which only traces transforms) the plain ops too."""
+    return torch.compiler.is_compiling() or bool(get_interpreter_stack())
 
 
 class Conv4(nn.Sequential):

@@ -73,3 +73,23 @@ def test_cli_compile_with_reptile_is_one_line(tmp_path, capsys):
     assert main(["train", "--algo", "reptile", "--compile", "--out", str(tmp_path / "x.pt"), "--no-progress"]) != 0
     err = capsys.readouterr().err.strip()
     assert "drop --compile" in err and "\n" not in err
+
+
+def test_compile_on_a_conv_model_on_the_cpu_warns():
+    """Measured slower than the loop there: said before the long compilation; not for the MLP."""
+    with pytest.warns(UserWarning, match="slower than the default per-task loop"):
+        training.warn_compile_on_cpu_conv(Config(compiled=True), torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3)))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        training.warn_compile_on_cpu_conv(Config(compiled=True), MLP())
+        training.warn_compile_on_cpu_conv(Config(), torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3)))
+
+
+def test_batchnorm_takes_its_plain_ops_when_compiled():
+    """Under torch.compile (which traces the torch.func transforms) BatchNorm uses the plain ops, exact to second
+    order, not the fused kernel (the float64 Conv4 check against the loop: benchmarks/README.md)."""
+    from mamlkit import models
+
+    assert not models.under_transform()
+    assert torch.compile(models.under_transform, backend="eager", fullgraph=True)()
