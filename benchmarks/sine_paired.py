@@ -24,7 +24,8 @@ STEPS = (1, 5, 10)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=600)
-    parser.add_argument("--algos", nargs="*", default=["fomaml", "reptile", "metasgd", "anil", "mamlpp", "imaml"])
+    parser.add_argument("--algos", nargs="*",
+                        default=["fomaml", "reptile", "metasgd", "anil", "mamlpp", "mamlpp-lslr", "imaml"])
     parser.add_argument("--files", nargs="*", default=[], help="more checkpoints, paired against the shipped MAML")
     args = parser.parse_args()
     torch.set_num_threads(1)

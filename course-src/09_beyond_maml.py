@@ -36,7 +36,7 @@ device = setup_notebook(seed=0)
 # The fixed test tasks are the course's: 5 support points, query MSE.
 
 # %%
-ALGOS = ["maml", "metasgd", "anil", "mamlpp", "imaml"]
+ALGOS = ["maml", "metasgd", "anil", "mamlpp", "mamlpp-lslr", "imaml"]  # mamlpp-lslr: MAML++ with all three switches
 runs = {algo: load_or_train(algo) for algo in ALGOS}
 test = tasks.sine_test_tasks(fast(600, 100))
 results = {algo: training.evaluate_run(run, test) for algo, run in runs.items()}
@@ -179,10 +179,12 @@ variants.representation_explorer(runs["maml"].model, test[:20], F.mse_loss)
 #   weights annealed from uniform toward the last step — every step is trained to help;
 # - **DOA**, derivative-order annealing: first-order meta-gradients early (cheap), second order later.
 #
-# The shipped MAML++ run has LSLR switched off (`--no-lslr`): with it on, our sine runs diverged during training.
-# The learned step sizes are moved by the outer Adam at the same rate as $\theta$, some of them crossed zero (a
-# negative step size climbs the support loss) and the inner loop blew up (the README's "Beyond the lesson" gives
-# the iterations). MSL, DOA and the cosine-annealed $\beta$ alone train stably.
+# Two MAML++ runs are loaded. `mamlpp` has LSLR switched off (`--no-lslr`): our first sine runs with it on diverged
+# during training. The learned step sizes are moved by the outer Adam at the same rate as $\theta$, some of them
+# crossed zero (a negative step size climbs the support loss) and the inner loop blew up (the README's "Beyond the
+# lesson" gives the iterations). The fix: a learned step size below 0 is *used as 0* — the outer loop can switch a
+# layer's adaptation off, but not reverse it. `mamlpp-lslr` is trained that way, all three switches on; its step
+# sizes below show what it learned to adapt.
 
 # %%
 steps = runs["mamlpp"].config.inner_steps
@@ -193,19 +195,20 @@ ax.set(xlabel="inner step s", ylabel="weight $w_s$", title="MSL: the multi-step 
 ax.legend();
 
 # %%
-lslr = runs["mamlpp"].inner_params
-if lslr:
-    fig, ax = plt.subplots()
-    for name, values in lslr.items():
-        ax.plot(range(1, len(values) + 1), values.detach(), "o-", label=name)
-    ax.axhline(runs["mamlpp"].config.inner_lr, color="grey", ls="--", lw=1)
-    ax.set(xlabel="inner step s", ylabel="learned α", title="LSLR: a step size per layer and step")
-    ax.legend(fontsize="x-small", ncol=2)
-else:
-    print(f"this MAML++ run: LSLR off, every inner step uses α = {runs['mamlpp'].config.inner_lr}")
-for algo in ("maml", "mamlpp"):
+print(f"the MAML++ run without LSLR: every inner step uses α = {runs['mamlpp'].config.inner_lr}")
+lslr = runs["mamlpp-lslr"].inner_params
+used = {name: values.detach().clamp(min=0) for name, values in lslr.items()}  # below 0: used as 0
+fig, ax = plt.subplots()
+for name, values in used.items():
+    ax.plot(range(1, len(values) + 1), values, "o-", label=name)
+ax.axhline(runs["mamlpp-lslr"].config.inner_lr, color="grey", ls="--", lw=1)
+ax.set(xlabel="inner step s", ylabel="step size used", title="LSLR: a step size per layer and step")
+ax.legend(fontsize="x-small", ncol=2)
+print("inner steps in which each tensor adapts (step size > 0):",
+      {name: [s + 1 for s, a in enumerate(values) if a > 0] for name, values in used.items()})
+for algo in ("maml", "mamlpp", "mamlpp-lslr"):
     diverged = int((~torch.isfinite(results[algo].per_task)).any(1).sum())
-    print(f"{plots.label(algo):7s}: MSE after 10 steps {results[algo].at(10)[0]:.3f}, "
+    print(f"{plots.label(algo):11s}: MSE after 10 steps {results[algo].at(10)[0]:.3f}, "
           f"{diverged} of {len(test)} test tasks diverged")
 
 # %% [markdown]
@@ -273,7 +276,7 @@ assert after_10[True] == 0 < after_10[False]
 # %% [markdown]
 # ## 5. Every method on the same test tasks
 #
-# MAML, Meta-SGD, ANIL, MAML++ and iMAML (the runs loaded above). The table: query MSE (mean ± 95% CI) after 1 and 10 steps of each method's own inner loop, and the
+# MAML, Meta-SGD, ANIL, MAML++ (without and with LSLR) and iMAML (the runs loaded above). The table: query MSE (mean ± 95% CI) after 1 and 10 steps of each method's own inner loop, and the
 # **paired** difference to MAML on the same tasks. A difference is real when its interval excludes 0 (n.s.: not
 # significant); where a method diverges on some tasks (MSE above 100 or NaN) the mean says nothing and the count is
 # shown instead. iMAML's first proximal step is the one its safeguard cannot check yet (there is no previous step
@@ -281,9 +284,9 @@ assert after_10[True] == 0 < after_10[False]
 # iMAML is meant to be read after its 10 steps.
 
 # %%
-print(f"{'':9s}{'1 step':>17s}{'10 steps':>17s}{'− MAML, 1 step':>31s}{'− MAML, 10 steps':>31s}")
+print(f"{'':12s}{'1 step':>17s}{'10 steps':>17s}{'− MAML, 1 step':>31s}{'− MAML, 10 steps':>31s}")
 for algo, result in results.items():
-    row = f"{plots.label(algo):9s}" + "".join(f"{result.at(k)[0]:>9.3f} ± {result.at(k)[1]:.3f}" for k in (1, 10))
+    row = f"{plots.label(algo):12s}" + "".join(f"{result.at(k)[0]:>9.3f} ± {result.at(k)[1]:.3f}" for k in (1, 10))
     if algo != "maml":
         for k in (1, 10):
             mean, ci, verdict = compare(algo, k)

@@ -107,7 +107,9 @@ class Adam:
 @dataclass(frozen=True)
 class StepwiseSGD:
     """SGD with a step size per inner step: ``lr[k][s]`` is the step size of parameter ``k`` at step ``s``
-    (MAML++'s LSLR, one learned number per layer and step); steps past the last use the last one."""
+    (MAML++'s LSLR, one learned number per layer and step); steps past the last use the last one. A learned step
+    size below 0 is used as 0: a negative step climbs the support loss, and the sine runs diverged there (README);
+    clamped, the outer loop can switch a layer's adaptation off but not reverse it."""
 
     lr: Params
 
@@ -116,7 +118,7 @@ class StepwiseSGD:
 
     def at(self, step: int) -> SGD:
         """The plain SGD of inner step ``step``."""
-        return SGD({k: v[min(step, v.shape[0] - 1)] for k, v in self.lr.items()})
+        return SGD({k: v[min(step, v.shape[0] - 1)].clamp(min=0) for k, v in self.lr.items()})
 
     def update(self, params: Params, grads: Params, state: None = None) -> tuple[Params, None]:
         raise TypeError("StepwiseSGD has a step size per inner step: use .at(step).update, as InnerLoop.step does")

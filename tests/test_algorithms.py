@@ -221,6 +221,18 @@ def test_lslr_uses_each_steps_alpha_and_the_last_one_past_the_end():
     assert [float(opt.at(s).update(params, g)[0]["w"][0]) for s in range(4)] == pytest.approx([0.9, 0.8, 0.8, 0.8])
 
 
+
+def test_a_negative_learned_step_size_is_used_as_zero_and_gets_no_gradient():
+    """LSLR's α below 0 would climb the support loss (the sine runs diverged there): it stops adapting instead."""
+    params = {"w": torch.ones(2, dtype=torch.float64)}
+    g = {"w": torch.ones(2, dtype=torch.float64)}
+    alpha = torch.tensor([-0.3, 0.2], dtype=torch.float64, requires_grad=True)
+    opt = StepwiseSGD({"w": alpha})
+    assert [float(opt.at(s).update(params, g)[0]["w"][0]) for s in range(2)] == pytest.approx([1.0, 0.8])
+    moved = sum(opt.at(s).update(params, g)[0]["w"].sum() for s in range(2))
+    (grad,) = torch.autograd.grad(moved, alpha)
+    assert grad.tolist() == pytest.approx([0.0, -2.0])
+
 @pytest.mark.parametrize("iteration,first_order", [(4, True), (5, False)])
 def test_doa_is_fomaml_before_and_maml_after(device, iteration, first_order):
     model, tasks = small_mlp(device), sine_batch(3, device)

@@ -19,7 +19,8 @@ from ..tasks import sine, sine_grid
 COLORS = {"maml": "C0", "fomaml": "C1", "reptile": "C2", "pretrain": "grey", "truth": "black", "support": "k",
           "metasgd": "C4", "anil": "C5", "mamlpp": "C6", "imaml": "C8", "protonet": "C9"}
 LABELS = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "pretrain": "pretrained", "metasgd": "Meta-SGD",
-          "anil": "ANIL", "mamlpp": "MAML++", "imaml": "iMAML", "protonet": "prototypical networks"}
+          "anil": "ANIL", "mamlpp": "MAML++", "mamlpp-lslr": "MAML++ LSLR", "imaml": "iMAML",
+          "protonet": "prototypical networks"}
 STEP_STYLES = [":", "--", "-", "-."]
 
 
