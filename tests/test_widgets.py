@@ -313,3 +313,42 @@ def test_reptile_against_joint_and_query_mse():
     assert gap == pytest.approx(float(P.norm(P.sub(new, joint)))) and gap > 1e-3
     expected = F.mse_loss(P.forward(model, theta, batch[0].x_query), batch[0].y_query).item()
     assert plots.query_mse(model, theta, batch[0]) == pytest.approx(expected)
+
+
+def test_live_run_trains_then_scores_paired_against_the_reference():
+    from mamlkit.config import Config
+
+    torch.manual_seed(0)
+    reference, test = models.MLP(), tasks.sine_test_tasks(20)
+    protocol = evaluation.Protocol.sgd(inner_lr=0.01, inner_steps=2)
+    live = widgets.LiveRun(Config(algo="maml", iterations=30, val_every=10, val_tasks=5), reference, test, protocol)
+    assert live.button.description == "train 30 iterations now"
+    live.button.click()  # what a learner does: the same as live.run()
+    state = live.state
+    assert live.run_.iteration == 30 and state["seconds"] > 0 and not live.button.disabled
+    ours = evaluation.evaluate(live.run_.model, P.get_params(live.run_.model), test, F.mse_loss, protocol)
+    assert torch.equal(state["ours"].per_task, ours.per_task)
+    diff, ci = state["difference"]
+    assert diff == pytest.approx((ours.per_task[:, 1] - state["reference"].per_task[:, 1]).double().mean().item())
+    assert "30 iterations in" in live.message.value and f"{diff:+.3f} ± {ci:.3f}" in live.message.value
+
+
+def test_live_run_bad_setting_reads_as_one_line():
+    from mamlkit.config import Config
+
+    live = widgets.LiveRun(Config(algo="reptile", iterations=5, compiled=True), models.MLP(), tasks.sine_test_tasks(5),
+                           evaluation.Protocol.sgd(inner_lr=0.01, inner_steps=1))
+    assert "drop --compile" in live.state["error"] and live.message.value.startswith("⚠️")  # before any click
+    assert "drop --compile" in live.run()["error"] and live.run_ is None
+
+
+def test_live_run_says_when_torch_compile_cannot_build(monkeypatch):
+    from mamlkit import training
+    from mamlkit.config import Config
+
+    def no_compiler(*args, **kwargs):
+        raise torch._dynamo.exc.TorchDynamoException("no C++ compiler")
+    monkeypatch.setattr(training, "meta_train", no_compiler)
+    live = widgets.LiveRun(Config(algo="maml", iterations=5, compiled=True), models.MLP(), tasks.sine_test_tasks(5),
+                           evaluation.Protocol.sgd(inner_lr=0.01, inner_steps=1))
+    assert "compiled=False" in live.run()["error"] and not live.button.disabled

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import time
 import zlib
 
 import ipywidgets as W
@@ -19,7 +20,9 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
+from .. import evaluation, training
 from .. import params as P
+from ..divergence import TrainingDiverged
 from ..inner import InnerLoop
 from ..maml import gradient_agreement
 from ..tasks import Task, sine_tasks
@@ -214,6 +217,61 @@ def reptile_explorer(n_tasks: int = 4, seed: int = 0) -> Explorer:
         ax.legend(fontsize="x-small", loc="best")
         return {"new": new, "joint": joint, "gap": gap}
     return Explorer(controls, draw, figsize=(5.0, 3.8))
+
+
+class LiveRun(W.VBox):
+    """A button that trains ``config`` now (``training.meta_train``; tqdm's bar shows the progress), then scores
+    the new θ on ``tasks`` with ``protocol`` beside ``reference`` (a trained model, scored the same way) and
+    reports the paired difference after ``step`` steps: for an instructor to train the real protocol in the
+    lecture. ``.run()`` is what the button calls; ``.state`` keeps the seconds, both results and the difference."""
+
+    def __init__(self, config, reference: nn.Module, tasks: Task, protocol, step: int = 1, device="cpu"):
+        super().__init__()
+        self.config, self.reference, self.tasks, self.protocol, self.step = config, reference, tasks, protocol, step
+        self.device, self.state, self.run_ = device, {}, None
+        try:
+            iterations, error = f"{config.resolved().iterations:,} ", None
+        except ValueError as e:  # a bad setting shows at once, not after a click
+            iterations, error = "", e
+        self.button = W.Button(description=f"train {iterations}iterations now", button_style="info",
+                               layout=W.Layout(width="max-content"))
+        self.output, self.message = W.Output(), W.HTML()
+        self.button.on_click(lambda _: self.run())
+        self.children = [self.button, self.output, self.message]
+        if error:
+            self._fail(error)
+
+    def _fail(self, error: Exception) -> dict:
+        self.state = {"error": str(error)}
+        self.message.value = f"⚠️ {error}"
+        return self.state
+
+    def run(self) -> dict:
+        self.button.disabled = True
+        try:
+            start = time.perf_counter()
+            with self.output:
+                self.run_ = training.meta_train(self.config, device=self.device, progress=True)
+            seconds = time.perf_counter() - start
+            ours, theirs = (evaluation.evaluate(m, P.get_params(m), self.tasks, F.mse_loss, self.protocol)
+                            for m in (self.run_.model, self.reference))
+            diff, ci = evaluation.paired_difference(ours, theirs, self.step)
+        except (ValueError, TrainingDiverged) as e:  # one line, never a traceback
+            return self._fail(e)
+        except torch._dynamo.exc.TorchDynamoException as e:  # compiled=True where torch.compile cannot build
+            return self._fail(f"torch.compile failed on this machine ({type(e).__name__}); train without it: "
+                              f"Config(..., compiled=False)")
+        finally:
+            self.button.disabled = False
+        (mse, mse_ci), (ref, ref_ci) = ours.at(self.step), theirs.at(self.step)
+        self.state = {"seconds": seconds, "ours": ours, "reference": theirs, "difference": (diff, ci)}
+        verdict = ("no significant difference" if abs(diff) <= ci
+                   else f"significantly {'lower' if diff < 0 else 'higher'}")
+        self.message.value = (
+            f"{self.run_.iteration:,} iterations in {seconds:.0f} s. Query MSE after {self.step} step(s) on "
+            f"{len(ours.per_task)} test tasks: {mse:.3f} ± {mse_ci:.3f} (the loaded model: {ref:.3f} ± {ref_ci:.3f}); "
+            f"new − loaded, paired: {diff:+.3f} ± {ci:.3f} ({verdict}).")
+        return self.state
 
 
 class Quiz(W.VBox):
