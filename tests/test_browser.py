@@ -493,3 +493,41 @@ def test_site_page_works_offline(browser, site_page):
         assert external == [], f"the page asked the network for: {external}"
     finally:
         context.close()
+
+
+LIVE_RUN_CELLS = ["""import torch
+from mamlkit import evaluation, tasks
+from mamlkit.config import Config
+from mamlkit.course import widgets
+from mamlkit.models import MLP
+torch.manual_seed(0)""",
+                  """widgets.LiveRun(Config(algo="maml", iterations=300, val_every=100, val_tasks=10), MLP(),
+                tasks.sine_test_tasks(50), evaluation.Protocol.sgd(inner_lr=0.01, inner_steps=2))"""]
+
+
+def test_live_run_button_trains_in_the_browser(browser, lab):
+    """Notebook 04's "train it now" button (``widgets.LiveRun``), clicked in JupyterLab on a short run: tqdm's
+    progress bar renders as a widget inside it, and the result line with the paired difference appears."""
+    import nbformat
+
+    name = "live_run.ipynb"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in LIVE_RUN_CELLS])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, lab.root / name)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        state = _run_all(page, name, lab)
+        assert not state["errors"] and state["executed"] == state["code_cells"], state
+        button = page.locator(".jupyter-widgets button", has_text="train 300 iterations now")
+        button.wait_for(timeout=60_000)
+        button.click()
+        done = page.locator(".jupyter-widgets", has_text=re.compile(r"300 iterations in \d+ s\. Query MSE"))
+        done.first.wait_for(timeout=120_000)
+        text = done.last.inner_text()
+        assert re.search(r"new − loaded, paired: [+-]\d\.\d{3} ± \d\.\d{3}", text), text
+        assert page.locator(".widget-output .widget-hprogress .progress-bar").count() > 0, (
+            "tqdm's progress bar did not render as a widget in the button's output")
+        page.screenshot(path=ARTIFACTS / "live_run.png")
+    finally:
+        page.close()
+        lab.shutdown_kernels()

@@ -268,7 +268,8 @@ class LiveRun(W.VBox):
         verdict = ("no significant difference" if abs(diff) <= ci
                    else f"significantly {'lower' if diff < 0 else 'higher'}")
         self.message.value = (
-            f"{self.run_.iteration:,} iterations in {seconds:.0f} s. Query MSE after {self.step} step(s) on "
+            f"{self.run_.iteration:,} iterations in {seconds:.0f} s. Query MSE after {self.step} "
+            f"step{'s' * (self.step > 1)} on "
             f"{len(ours.per_task)} test tasks: {mse:.3f} ± {mse_ci:.3f} (the loaded model: {ref:.3f} ± {ref_ci:.3f}); "
             f"new − loaded, paired: {diff:+.3f} ± {ci:.3f} ({verdict}).")
         return self.state
