@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the query set as one batch (transductive, as the MAML paper)")
     e.add_argument("--tasks", type=int, default=600, help="number of fixed test tasks (default 600)")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--paired", action="store_true", help="also each checkpoint minus the first on the same test "
+                   "tasks: mean ± 95%% CI of the per-task difference (the test for comparing two methods)")
     _common(e)
     return parser
 
@@ -309,6 +311,8 @@ def _check_evaluate(args) -> None:
         raise ValueError(f"--steps must be integers >= 0 (0: before fine-tuning), got {args.steps}")
     if args.shots is not None and args.shots < 1:
         raise ValueError(f"--shots must be an integer >= 1, got {args.shots}")
+    if args.paired and len(args.checkpoints) < 2:
+        raise ValueError("--paired compares checkpoints with the first one: give two or more")
 
 
 def evaluate(args) -> int:
@@ -328,6 +332,8 @@ def evaluate(args) -> int:
         default = [1, 5, 10] if row["task"] == "sinusoid" else [row["protocol"]["inner_steps"]]
         row["steps"] = steps or ([0] if row["scored"] == [0] else default)  # [0]: no fine-tuning (protonet)
         rows.append(row)
+    if args.paired:
+        report.add_paired(rows)
     print(report.as_json(rows) if args.json else report.tables(rows, args.tasks))
     return 0
 

@@ -37,7 +37,46 @@ def tables(rows: list[dict], n_tasks: int) -> str:
             lines.append(f"| {r['checkpoint']} | {r['algo']} | {' | '.join(_cell(r, s, scale) for s in steps)} |")
     if n_tasks == 1:
         lines.append("note: one test task gives no confidence interval (± n/a); use --tasks 2 or more")
-    return "\n".join(lines)
+    return "\n".join(lines + _paired_lines(rows))
+
+
+def add_paired(rows: list[dict]) -> None:
+    """``--paired``: each row after the first gets ``paired`` = {step: (mean, ci95)} of its per-task difference to
+    the first row (``evaluation.paired_difference``), where both scored the same test tasks; else a ``paired_note``."""
+    from .evaluation import paired_difference
+
+    first = rows[0]
+    same = ("task", "metric", "ways", "tasks")
+    for r in rows[1:]:
+        if any(r[k] != first[k] for k in same) or r["protocol"]["shots"] != first["protocol"]["shots"]:
+            r["paired_note"] = (f"not paired with {first['checkpoint']}: different test tasks (task, ways, shots or "
+                                "number of tasks differ)")
+            continue
+        steps = [s for s in r["steps"] if s in r["scored"] and s in first["scored"]]
+        a, b = r["result"], first["result"]
+        r["paired"] = {s: paired_difference(_at(a, s), _at(b, s), 0) for s in steps}
+
+
+def _at(result, step: int):
+    """The result after ``step`` only (two methods may score different step lists)."""
+    from .evaluation import EvalResult
+
+    i = list(result.steps).index(step)
+    return EvalResult([0], result.per_task[:, i:i + 1], result.metric)
+
+
+def _paired_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for r in rows[1:]:
+        if "paired_note" in r:
+            lines.append(r["paired_note"])
+        elif "paired" in r:
+            scale = 100 if r["metric"] == "accuracy" else 1
+            cells = ", ".join(f"{s} step{'s' * (s != 1)}: {scale * m:+.3f} ± {scale * c:.3f}"
+                              for s, (m, c) in r["paired"].items())
+            lines.append(f"{r['checkpoint']} − {rows[0]['checkpoint']}, paired on the same tasks"
+                         f"{' (points)' if scale == 100 else ''}: {cells}")
+    return lines
 
 
 def _finite(x):
@@ -64,6 +103,10 @@ def _json_row(r: dict) -> dict:
         notes.append("one test task: no confidence interval (ci95 is null)")
     if notes:
         row["note"] = "; ".join(notes)
+    if "paired" in r:  # --paired: this row minus the first, per task on the same tasks
+        row["paired_to_first"] = {s: {"mean": _finite(m), "ci95": _finite(c)} for s, (m, c) in r["paired"].items()}
+    if "paired_note" in r:
+        row["paired_note"] = r["paired_note"]
     return row
 
 

@@ -229,4 +229,5 @@ def evaluate_checkpoint(path, n_tasks: int = 600, device="auto", data_dir=None, 
             "protocol": {**protocol, "transductive": transductive},
             "scored": result.steps, "mean": [float(v) for v in result.mean], "ci95": [float(v) for v in result.ci95],
             "median": [float(v) for v in result.per_task.nanmedian(0).values],
-            "diverged": [int(v) for v in (~torch.isfinite(result.per_task)).sum(0)], "tasks": n_tasks}
+            "diverged": [int(v) for v in (~torch.isfinite(result.per_task)).sum(0)], "tasks": n_tasks,
+            "result": result}  # per task, for paired differences (not in the JSON)

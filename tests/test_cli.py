@@ -86,3 +86,47 @@ def test_init_and_outer_schedule_flags_are_stored(tmp_path):
                  "--init", "torch", "--outer-schedule", "cosine", "--out", str(out), "--no-progress"]) == 0
     stored = torch.load(out, weights_only=True)["config"]
     assert (stored["init"], stored["outer_schedule"]) == ("torch", "cosine")
+
+
+def test_evaluate_paired_is_the_per_task_difference_to_the_first(checkpoint, tmp_path, capsys):
+    """--paired: each checkpoint minus the first on the same test tasks, equal to evaluation.paired_difference on
+    per-task results computed here; in the table and in the JSON."""
+    from mamlkit import evaluation, tasks, training
+    from mamlkit import params as P
+
+    other = tmp_path / "fomaml.pt"
+    assert main(["train", "--algo", "fomaml", "--iterations", "20", "--meta-batch-size", "3", "--val-every", "10",
+                 "--out", str(other), "--no-progress", "--device", "cpu"]) == 0
+    capsys.readouterr()  # the training's own lines
+    test = tasks.sine_test_tasks(30)
+    scored = []
+    for path in (checkpoint, other):
+        run = training.load_run(path, "cpu")
+        scored.append(evaluation.evaluate(run.model, P.get_params(run.model), test, torch.nn.functional.mse_loss,
+                                          evaluation.Protocol.sgd(inner_lr=0.01, inner_steps=10)))
+    want = {s: evaluation.paired_difference(scored[1], scored[0], s) for s in (1, 10)}
+    assert main(["evaluate", str(checkpoint), str(other), "--tasks", "30", "--steps", "1", "10", "--paired",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert "paired_to_first" not in rows[0]
+    for s, (mean, ci) in want.items():
+        assert rows[1]["paired_to_first"][str(s)]["mean"] == pytest.approx(mean, abs=1e-6)
+        assert rows[1]["paired_to_first"][str(s)]["ci95"] == pytest.approx(ci, abs=1e-6)
+    assert abs(want[1][0]) > 1e-4  # two different models: the difference is not trivially zero
+    assert main(["evaluate", str(checkpoint), str(other), "--tasks", "30", "--steps", "1", "10", "--paired"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith(f"{other} − {checkpoint}, paired on the same tasks: 1 step: {want[1][0]:+.3f} ± ")
+
+
+def test_evaluate_paired_needs_two_checkpoints_and_the_same_tasks(checkpoint, capsys):
+    result = run_cli("evaluate", str(checkpoint), "--paired")
+    assert result.returncode == 2 and "give two or more" in result.stderr and "Traceback" not in result.stderr
+    assert main(["evaluate", str(checkpoint), str(checkpoint), "--tasks", "30", "--shots", "5", "--paired"]) == 0
+    assert "+0.000 ± 0.000" in capsys.readouterr().out  # a checkpoint against itself
+    from mamlkit import report
+    rows = [{"task": "sinusoid", "metric": "mse", "ways": None, "tasks": 30, "protocol": {"shots": 5},
+             "checkpoint": "a.pt"},
+            {"task": "sinusoid", "metric": "mse", "ways": None, "tasks": 30, "protocol": {"shots": 10},
+             "checkpoint": "b.pt"}]
+    report.add_paired(rows)
+    assert "not paired with a.pt" in rows[1]["paired_note"] and "paired" not in rows[1]
