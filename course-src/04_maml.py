@@ -118,8 +118,8 @@ maml_model, base_model = full["maml"].model, full["pretrain"].model
 # **Or train the real thing now.** The button trains the full default run (70 000 iterations: the paper's
 # protocol with the three remedies above, the settings of `data/sinusoid-maml.pt`) with `compiled=True`, the
 # meta-gradient as one compiled function, then scores the new θ on the 600 test tasks of section 5 beside the loaded
-# checkpoint, with their paired difference after one step. Nothing runs until you click: measured 49 s on two
-# threads of a quiet 2-core machine, 56 s on one thread beside a busy process.
+# checkpoint, with their paired difference after one step, and prints how long it took. Nothing runs until you
+# click (`benchmarks/README.md` measured 49 s on two threads of a quiet 2-core machine).
 
 # %%
 widgets.LiveRun(Config(algo="maml", compiled=True), maml_model, tasks.sine_test_tasks(600),

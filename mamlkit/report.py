@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 
+from .evaluation import EvalResult, paired_difference
+
 
 def as_json(rows: list[dict]) -> str:
     return json.dumps([_json_row(r) for r in rows], indent=2, allow_nan=False)
@@ -43,8 +45,6 @@ def tables(rows: list[dict], n_tasks: int) -> str:
 def add_paired(rows: list[dict]) -> None:
     """``--paired``: each row after the first gets ``paired`` = {step: (mean, ci95)} of its per-task difference to
     the first row (``evaluation.paired_difference``), where both scored the same test tasks; else a ``paired_note``."""
-    from .evaluation import paired_difference
-
     first = rows[0]
     same = ("task", "metric", "ways", "tasks")
     for r in rows[1:]:
@@ -59,8 +59,6 @@ def add_paired(rows: list[dict]) -> None:
 
 def _at(result, step: int):
     """The result after ``step`` only (two methods may score different step lists)."""
-    from .evaluation import EvalResult
-
     i = list(result.steps).index(step)
     return EvalResult([0], result.per_task[:, i:i + 1], result.metric)
 
